@@ -1,0 +1,37 @@
+"""The ``flowsteer`` command. Each subcommand lives in its own module with a ``register`` function."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Subcommand modules, in the order ``flowsteer --help`` lists them.
+COMMANDS = ("info", "generate", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flowsteer",
+        description="Feature flow, feature steering and invertible-map interventions on TransformerLens models.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"flowsteer.cli.{name}").register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return int(args.run(args) or 0)
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as error:
+        print(f"flowsteer {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The one patching API every flowsteer method goes through.
+
+A `Patch` puts an `Intervention` at a `Site` on chosen token positions. `run_with_patches`,
+`generate_with_patches`, `cache_sites`, `interchange` and `patching_sweep` run a model with patches;
+hooks live only for the duration of each call.
+"""
+
+from flowsteer.patching.effects import EffectLog, PatchEffect
+from flowsteer.patching.generate import Generation, generate_with_patches, sample_next
+from flowsteer.patching.hooks import HookSession, SiteActivations
+from flowsteer.patching.inputs import Inputs, TokenBatch, encode, encode_pair
+from flowsteer.patching.interventions import (
+    AddVector,
+    Clamp,
+    Context,
+    FromSource,
+    Function,
+    Intervention,
+    ProjectOut,
+    Replace,
+    Scale,
+)
+from flowsteer.patching.patch import Patch
+from flowsteer.patching.run import cache_sites, interchange, patching_sweep, run_with_patches
+
+__all__ = [
+    "AddVector",
+    "Clamp",
+    "Context",
+    "EffectLog",
+    "FromSource",
+    "Function",
+    "Generation",
+    "HookSession",
+    "Inputs",
+    "Intervention",
+    "Patch",
+    "PatchEffect",
+    "ProjectOut",
+    "Replace",
+    "Scale",
+    "SiteActivations",
+    "TokenBatch",
+    "cache_sites",
+    "encode",
+    "encode_pair",
+    "generate_with_patches",
+    "interchange",
+    "patching_sweep",
+    "run_with_patches",
+    "sample_next",
+]

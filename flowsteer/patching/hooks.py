@@ -1,0 +1,128 @@
+"""The one place flowsteer writes TransformerLens hooks.
+
+A `HookSession` turns patches (and sites to cache) into forward hooks for the duration of one call.
+Each forward chunk (a whole prompt, or one generated token with a KV cache) first tells the session
+which real token positions its columns hold, so patches select positions correctly in every case.
+Hooks are attached with ``model.hooks(...)``, which removes them when the call ends, also on error.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from flowsteer.patching.effects import EffectLog
+from flowsteer.patching.interventions import Activation, Context
+from flowsteer.patching.patch import Patch
+from flowsteer.sites import Site
+
+
+class SiteActivations(dict[Site, Tensor]):
+    """Activations keyed by `Site`, with the positions of their columns (-1 = padding)."""
+
+    positions: Int[Tensor, "batch pos"]
+    prompt_lengths: Int[Tensor, " batch"]
+
+    def __getitem__(self, key: Site | str) -> Tensor:
+        return super().__getitem__(Site.parse(key))
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(Site.parse(key) if isinstance(key, str) else key)
+
+
+class HookSession:
+    """Forward hooks for one call: patches in order per site, then caching and effect recording."""
+
+    def __init__(
+        self,
+        model: HookedTransformer,
+        patches: Sequence[Patch] = (),
+        cache: Iterable[Site | str] = (),
+        record: EffectLog | None = None,
+    ):
+        n_layers = model.cfg.n_layers
+        self.model = model
+        self.patches: dict[Site, list[Patch]] = defaultdict(list)
+        for patch in patches:
+            if not isinstance(patch, Patch):
+                raise TypeError(f"expected Patch objects, got {type(patch).__name__}: {patch!r}")
+            self.patches[patch.site.validate(n_layers)].append(patch)
+        self.cache_sites = {Site.parse(site).validate(n_layers) for site in cache}
+        self.cached: dict[Site, list[Tensor]] = defaultdict(list)
+        self.record = record
+        self.sources: dict[Site, Activation] = {}
+        self.positions: Tensor | None = None
+        self.prompt_lengths: Tensor | None = None
+        self.step: int | None = None
+
+    @property
+    def sites(self) -> set[Site]:
+        return set(self.patches) | self.cache_sites
+
+    @property
+    def last_layer(self) -> int:
+        """The deepest layer any patch or cached site touches."""
+        return max(site.layer for site in self.sites)
+
+    def set_chunk(self, positions: Tensor, prompt_lengths: Tensor, step: int | None = None) -> None:
+        """Declare the positions of the columns the next forward pass will see."""
+        self.positions, self.prompt_lengths, self.step = positions, prompt_lengths, step
+
+    def context(self, site: Site) -> Context:
+        if self.positions is None or self.prompt_lengths is None:
+            raise RuntimeError("HookSession.set_chunk was not called before the forward pass")
+        return Context(site, self.positions, self.prompt_lengths, self.step, self.sources.get(site))
+
+    def _hook(self, site: Site):
+        patches = self.patches.get(site, [])
+        cache = site in self.cache_sites
+
+        def hook(activation: Activation, hook: object) -> Activation:
+            context = self.context(site)
+            if activation.shape[:2] != context.positions.shape:
+                raise RuntimeError(
+                    f"activation at {site} has shape {tuple(activation.shape)} but the session expected "
+                    f"[batch, pos] = {tuple(context.positions.shape)}"
+                )
+            for patch in patches:
+                activation = self._apply(patch, activation, context)
+            if cache:
+                self.cached[site].append(activation)
+            return activation
+
+        return hook
+
+    def _apply(self, patch: Patch, activation: Activation, context: Context) -> Activation:
+        mask = patch.mask(context)
+        if mask is not None and not bool(mask.any()):
+            edited = activation
+        else:
+            edited = patch.intervention(activation, context.with_mask(mask))
+            if edited.shape != activation.shape:
+                raise ValueError(
+                    f"{type(patch.intervention).__name__} at {patch.site} returned shape {tuple(edited.shape)}, "
+                    f"expected {tuple(activation.shape)}"
+                )
+            if mask is not None:
+                edited = torch.where(mask[..., None], edited, activation)
+        if self.record is not None:
+            self.record.effect(patch).add(activation, edited, context.positions >= 0)
+        return edited
+
+    @contextmanager
+    def attached(self) -> Iterator[HookSession]:
+        """Attach the hooks for the body of the ``with``; they are removed on exit, also on error."""
+        hooks = [(site.hook_name, self._hook(site)) for site in sorted(self.sites)]
+        with self.model.hooks(fwd_hooks=hooks):
+            yield self
+
+    def activations(self) -> SiteActivations:
+        """The cached activations, generation steps joined along positions."""
+        result = SiteActivations({site: torch.cat(chunks, dim=1) for site, chunks in self.cached.items()})
+        return result

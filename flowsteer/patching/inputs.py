@@ -1,0 +1,104 @@
+"""Turning text into left-padded token batches with an explicit attention mask."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """Left-padded tokens and their attention mask (1 = real token)."""
+
+    tokens: Int[Tensor, "batch pos"]
+    attention_mask: Int[Tensor, "batch pos"]
+
+    def __post_init__(self) -> None:
+        if self.tokens.shape != self.attention_mask.shape or self.tokens.ndim != 2:
+            raise ValueError(
+                f"tokens {tuple(self.tokens.shape)} and attention_mask {tuple(self.attention_mask.shape)} "
+                "must both be [batch, pos]"
+            )
+
+    @property
+    def prompt_lengths(self) -> Int[Tensor, " batch"]:
+        return self.attention_mask.sum(-1)
+
+    @property
+    def positions(self) -> Int[Tensor, "batch pos"]:
+        """Index of each column among its row's real tokens; -1 on padding."""
+        return torch.where(self.attention_mask.bool(), self.attention_mask.cumsum(-1) - 1, -1)
+
+    def to(self, device: torch.device | str) -> TokenBatch:
+        return TokenBatch(self.tokens.to(device), self.attention_mask.to(device))
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def __getitem__(self, rows: slice) -> TokenBatch:
+        """Rows ``rows``, with padding columns that no remaining row needs removed."""
+        tokens, mask = self.tokens[rows], self.attention_mask[rows]
+        keep = int(mask.sum(-1).max()) if len(tokens) else 0
+        return TokenBatch(tokens[:, tokens.shape[1] - keep :], mask[:, mask.shape[1] - keep :])
+
+
+Inputs = str | Sequence[str] | Int[Tensor, "batch pos"] | TokenBatch
+
+
+def left_pad(rows: Sequence[Tensor], pad_id: int, width: int | None = None) -> TokenBatch:
+    """Stack 1-D token tensors into a left-padded `TokenBatch` of at least ``width`` columns."""
+    if not rows:
+        raise ValueError("no inputs: pass at least one prompt")
+    width = max(width or 0, max(len(r) for r in rows))
+    tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if len(row) == 0:
+            raise ValueError(f"input {i} is empty after tokenisation")
+        tokens[i, width - len(row) :] = row
+        mask[i, width - len(row) :] = 1
+    return TokenBatch(tokens, mask)
+
+
+def tokenize(model: HookedTransformer, texts: Sequence[str]) -> list[Tensor]:
+    """Each text tokenised exactly as ``model.to_tokens(text)`` would (BOS rules included)."""
+    if model.tokenizer is None:
+        raise ValueError("this model has no tokenizer: pass token ids instead of text")
+    return [model.to_tokens(text, move_to_device=False)[0] for text in texts]
+
+
+def encode(model: HookedTransformer, inputs: Inputs, width: int | None = None) -> TokenBatch:
+    """Text, token ids or a `TokenBatch` as a left-padded `TokenBatch` on the model's device."""
+    device = model.cfg.device
+    if isinstance(inputs, TokenBatch):
+        return inputs.to(device)
+    if isinstance(inputs, Tensor):
+        tokens = inputs[None] if inputs.ndim == 1 else inputs
+        return TokenBatch(tokens, torch.ones_like(tokens)).to(device)
+    texts = [inputs] if isinstance(inputs, str) else list(inputs)
+    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    return left_pad(tokenize(model, texts), pad_id, width).to(device)
+
+
+def encode_pair(model: HookedTransformer, base: Inputs, source: Inputs) -> tuple[TokenBatch, TokenBatch]:
+    """Base and source padded to one width, so equal columns sit at equal distance from the end."""
+    first, second = encode(model, base), encode(model, source)
+    if len(first) != len(second):
+        raise ValueError(f"base has {len(first)} inputs and source {len(second)}; pair them one to one")
+    width = max(first.tokens.shape[1], second.tokens.shape[1])
+    return _widen(first, width, model), _widen(second, width, model)
+
+
+def _widen(batch: TokenBatch, width: int, model: HookedTransformer) -> TokenBatch:
+    extra = width - batch.tokens.shape[1]
+    if extra == 0:
+        return batch
+    pad_id = model.tokenizer.pad_token_id if model.tokenizer is not None else 0
+    pad = torch.full((len(batch), extra), pad_id or 0, dtype=batch.tokens.dtype, device=batch.tokens.device)
+    zeros = torch.zeros_like(pad)
+    return TokenBatch(torch.cat([pad, batch.tokens], 1), torch.cat([zeros, batch.attention_mask], 1))

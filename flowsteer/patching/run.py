@@ -1,0 +1,152 @@
+"""Forward passes with patches: `run_with_patches`, `cache_sites`, `interchange`, `patching_sweep`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from flowsteer.patching.effects import EffectLog
+from flowsteer.patching.hooks import HookSession, SiteActivations
+from flowsteer.patching.inputs import Inputs, TokenBatch, encode, encode_pair
+from flowsteer.patching.interventions import FromSource
+from flowsteer.patching.patch import Patch
+from flowsteer.sites import Site
+
+Logits = Float[Tensor, "batch pos vocab"]
+
+
+def _forward(model: HookedTransformer, session: HookSession, batch: TokenBatch, stop_at_layer: int | None):
+    session.set_chunk(batch.positions, batch.prompt_lengths)
+    with session.attached():
+        return model(batch.tokens, attention_mask=batch.attention_mask, stop_at_layer=stop_at_layer)
+
+
+def _activations(session: HookSession, batch: TokenBatch) -> SiteActivations:
+    activations = session.activations()
+    activations.positions, activations.prompt_lengths = batch.positions, batch.prompt_lengths
+    return activations
+
+
+def run_with_patches(
+    model: HookedTransformer,
+    inputs: Inputs,
+    patches: Sequence[Patch] = (),
+    *,
+    cache: Iterable[Site | str] | None = None,
+    record: EffectLog | None = None,
+) -> Logits | tuple[Logits, SiteActivations]:
+    """Run ``model`` on ``inputs`` with ``patches`` applied; return the logits.
+
+    Args:
+        inputs: text, a list of texts (left-padded together), token ids or a `TokenBatch`.
+        patches: applied in order; patches at one site compose.
+        cache: sites whose (patched) activations to return as well: then the result is
+            ``(logits, activations)``.
+        record: an `EffectLog` that receives ||Δh|| of every patch.
+
+    Gradients flow as the caller's grad mode allows (the model itself is frozen), so trainable
+    interventions can be fitted through this call.
+    """
+    batch = encode(model, inputs)
+    session = HookSession(model, patches, cache or (), record)
+    logits = _forward(model, session, batch, None)
+    return (logits, _activations(session, batch)) if cache is not None else logits
+
+
+def cache_sites(
+    model: HookedTransformer,
+    inputs: Inputs,
+    sites: Iterable[Site | str],
+    patches: Sequence[Patch] = (),
+) -> SiteActivations:
+    """Activations at ``sites`` (after any ``patches``); the forward pass stops after the last layer needed."""
+    batch = encode(model, inputs)
+    session = HookSession(model, patches, sites)
+    if not session.cache_sites:
+        raise ValueError("cache_sites needs at least one site")
+    stop = session.last_layer + 1
+    _forward(model, session, batch, stop if stop < model.cfg.n_layers else None)
+    return _activations(session, batch)
+
+
+def interchange(
+    model: HookedTransformer,
+    base: Inputs,
+    source: Inputs,
+    patches: Sequence[Patch],
+    *,
+    cache: Iterable[Site | str] | None = None,
+    record: EffectLog | None = None,
+) -> Logits | tuple[Logits, SiteActivations]:
+    """Interchange intervention: run ``source``, then ``base`` with the source activations available.
+
+    Every patch's intervention sees ``context.source``: the source run's activation at the patch's
+    site. Base and source are padded to one width, so columns align by distance from the end of the
+    prompt (equal-length prompts align position by position). `FromSource` is the plain interchange;
+    trainable interventions (DAS, invertible maps) read the source the same way.
+    """
+    base_batch, source_batch = encode_pair(model, base, source)
+    sites = {patch.site for patch in patches}
+    source_acts = cache_sites(model, source_batch, sites)
+    session = HookSession(model, patches, cache or (), record)
+    session.sources = dict(source_acts)
+    _check_source_covers(session, base_batch, source_batch)
+    logits = _forward(model, session, base_batch, None)
+    return (logits, _activations(session, base_batch)) if cache is not None else logits
+
+
+def _check_source_covers(session: HookSession, base: TokenBatch, source: TokenBatch) -> None:
+    """Every edited base token must have a real (non-padding) source token in its column."""
+    session.set_chunk(base.positions, base.prompt_lengths)
+    for site, patches in session.patches.items():
+        for patch in patches:
+            mask = patch.mask(session.context(site))
+            edited = torch.ones_like(base.attention_mask, dtype=torch.bool) if mask is None else mask
+            edited = edited & base.attention_mask.bool()
+            if bool((edited & ~source.attention_mask.bool()).any()):
+                raise ValueError(
+                    f"patch at {site} edits base tokens that have no source token in their column: the source "
+                    "prompt is shorter. Restrict positions (e.g. [-1]) or use sources at least as long as bases."
+                )
+
+
+def patching_sweep(
+    model: HookedTransformer,
+    base: Inputs,
+    source: Inputs,
+    sites: Sequence[Site | str],
+    metric: Callable[[Logits], Tensor],
+    positions: Sequence[int] | None = None,
+) -> Float[Tensor, "site position"]:
+    """Activation patching over sites x positions: ``metric(logits)`` with the source activation put in.
+
+    Each cell patches one site at one prompt position (``positions`` default: every position of the
+    shortest base prompt, counted from the end so that -1 is the last token). The base run is cached
+    once and every patched run starts at the patched site's layer.
+    """
+    base_batch, source_batch = encode_pair(model, base, source)
+    sites = [Site.parse(site) for site in sites]
+    if positions is None:
+        shortest = int(base_batch.prompt_lengths.min())
+        positions = list(range(-shortest, 0))
+    starts = sorted({site.layer for site in sites})
+    source_acts = cache_sites(model, source_batch, sites)
+    resid = cache_sites(model, base_batch, [Site(layer, "resid_pre") for layer in starts])
+    results = torch.zeros(len(sites), len(positions))
+    for i, site in enumerate(sites):
+        for j, position in enumerate(positions):
+            session = HookSession(model, [Patch(site, FromSource(), [position])])
+            session.sources = {site: source_acts[site]}
+            session.set_chunk(base_batch.positions, base_batch.prompt_lengths)
+            with session.attached():
+                logits = model(
+                    resid[Site(site.layer, "resid_pre")],
+                    start_at_layer=site.layer,
+                    attention_mask=base_batch.attention_mask,
+                )
+            results[i, j] = metric(logits).detach().float().cpu()
+    return results
