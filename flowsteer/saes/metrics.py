@@ -93,7 +93,7 @@ def ce_losses(
             "ce_clean": clean,
             "ce_sae": with_sae,
             "ce_zero_ablated": zero,
-            "ce_loss_recovered": (zero - with_sae) / gap if gap > 0 else float("nan"),
+            "ce_loss_recovered": (zero - with_sae) / gap if gap != 0 else float("nan"),
             "ce_tokens": count,
         }
     return result

@@ -23,7 +23,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from sae_lens import JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig, StandardTrainingSAE, StandardTrainingSAEConfig
+from sae_lens import (
+    JumpReLUTrainingSAE,
+    JumpReLUTrainingSAEConfig,
+    StandardTrainingSAE,
+    StandardTrainingSAEConfig,
+)
 from sae_lens.saes.sae import SAEMetadata
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
