@@ -136,7 +136,8 @@ def main() -> None:
                   f"EV {results[name]['mean']['explained_variance']:.3f}, "
                   f"dead {results[name]['mean']['dead_fraction']:.3f}", flush=True)
     base = results["sae-lens multi"]["tokens_per_s"]
-    print("\n| method | seconds | tokens/s | x sae-lens multi | mean EV | mean L0 | mean dead |\n|---|---|---|---|---|---|---|")
+    print("\n| method | seconds | tokens/s | x sae-lens multi | mean EV | mean L0 | mean dead |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
         m = r["mean"]
         print(f"| {name} | {r['seconds']:.0f} | {r['tokens_per_s']:.0f} | {r['tokens_per_s'] / base:.2f} | "

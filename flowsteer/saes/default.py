@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LAYERS = range(8, 13)
 DEFAULT_KINDS = ("res", "mlp", "att")
+DEFAULT_CONFIG = SAETrainingConfig(tokens=200_000)
 
 
 def bank_cache_path(model: HookedTransformer, sites: Sequence[Site], config: SAETrainingConfig) -> Path:
@@ -35,7 +36,7 @@ def default_bank(
     layers: Sequence[int] = DEFAULT_LAYERS,
     kinds: Sequence[str] = DEFAULT_KINDS,
     *,
-    config: SAETrainingConfig = SAETrainingConfig(tokens=200_000),
+    config: SAETrainingConfig = DEFAULT_CONFIG,
     evaluate: bool = True,
     progress: bool = True,
 ) -> SAEBank:

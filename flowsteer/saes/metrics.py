@@ -140,7 +140,8 @@ def evaluate_bank(
 def metrics_markdown(results: dict[str, dict[str, float]]) -> str:
     """A Markdown table of `evaluate_bank` results, one row per site."""
     lines = [
-        "| site | explained variance | MSE | L0 | dead | CE clean | CE with SAE | CE zero-ablated | CE loss recovered |",
+        "| site | explained variance | MSE | L0 | dead | CE clean | CE with SAE | CE zero-ablated "
+        "| CE loss recovered |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for site, m in results.items():

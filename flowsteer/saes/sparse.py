@@ -129,6 +129,8 @@ def encode_at(
     return EncodeAt.apply(x, W_enc_t, b_enc, index)
 
 
-def decode(values: Float[Tensor, "b k"], W_dec: Float[Tensor, "n d"], index: Int[Tensor, "b k"]) -> Float[Tensor, "b d"]:
+def decode(
+    values: Float[Tensor, "b k"], W_dec: Float[Tensor, "n d"], index: Int[Tensor, "b k"]
+) -> Float[Tensor, "b d"]:
     """``sum_k values[b, k] * W_dec[index[b, k]]`` (``index`` sorted per row)."""
     return Decode.apply(values, W_dec, index)

@@ -279,8 +279,10 @@ def train_saes(
         for i, (site, trainable) in enumerate(trainables.items())
     }
     info = {
-        "training": {**asdict(config), "steps": step, "rounds": round_index, "tokens_per_round": rounds.tokens_per_round,
-                     "timing": {k: round(v, 2) for k, v in timing.items()}, "history": history},
+        "training": {
+            **asdict(config), "steps": step, "rounds": round_index, "tokens_per_round": rounds.tokens_per_round,
+            "timing": {k: round(v, 2) for k, v in timing.items()}, "history": history,
+        },
     }
     bank = SAEBank(saes, model_name=model.cfg.model_name, info=info)
     if out is not None:
