@@ -22,6 +22,7 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Int
@@ -30,6 +31,9 @@ from torch import Tensor
 
 from flowsteer.data.sources import SOURCES, Document
 from flowsteer.paths import atomic_path, cache_dir, write_json
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +78,14 @@ class CorpusTokens:
         return self.train if name == "train" else self.eval
 
 
-def tokenizer_fingerprint(tokenizer) -> str:
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """A short hash identifying a tokenizer's full definition (vocabulary, merges, normaliser)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     spec = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
     return hashlib.sha256(spec.encode()).hexdigest()[:16]
 
 
-def _tokenize(tokenizer, documents: list[Document], eos: int) -> tuple[Tensor, dict[str, int]]:
+def _tokenize(tokenizer: PreTrainedTokenizerBase, documents: list[Document], eos: int) -> tuple[Tensor, dict[str, int]]:
     ids = tokenizer([d.text for d in documents], add_special_tokens=False)["input_ids"]
     per_source: dict[str, int] = {}
     stream: list[int] = []
@@ -93,7 +97,7 @@ def _tokenize(tokenizer, documents: list[Document], eos: int) -> tuple[Tensor, d
 
 
 def corpus_tokens(
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     sources: Sequence[str] = DEFAULT_SOURCES,
     eval_fraction: float = DEFAULT_EVAL_FRACTION,
 ) -> CorpusTokens:
@@ -144,7 +148,7 @@ def chunk(tokens: Int[Tensor, " n"], context: int) -> Int[Tensor, "rows context"
 
 
 def token_chunks(
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     split: str = "train",
     context: int = 128,
     sources: Sequence[str] = DEFAULT_SOURCES,
