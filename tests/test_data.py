@@ -49,3 +49,4 @@ def test_chunks_cut_left_to_right():
     assert chunk(stream, 4).tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
     with pytest.raises(ValueError, match="no chunk"):
         chunk(stream, 11)
+

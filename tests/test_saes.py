@@ -182,3 +182,16 @@ def test_metrics_on_known_cases(tiny, chunks):
     assert metrics["ce_loss_recovered"] == pytest.approx(1.0, abs=1e-3)
     assert metrics["ce_zero_ablated"] != pytest.approx(metrics["ce_clean"], abs=1e-4)
     assert "| 2/res |" in metrics_markdown(results) and not math.isnan(metrics["ce_loss_recovered"])
+
+
+def test_train_saes_command_arguments():
+    from flowsteer.cli.train_saes import parse_count, parse_layers, parse_sites
+    from flowsteer.sites import Site
+
+    assert parse_layers("6-8,12", 30) == [6, 7, 8, 12] and parse_layers("all", 3) == [0, 1, 2]
+    assert parse_count("300k") == 300_000 and parse_count("2M") == 2_000_000 and parse_count("4096") == 4096
+    assert parse_sites("0-1/res 1/mlp,att", 4) == [Site(0), Site(1, "attn_out"), Site(1, "mlp_out"), Site(1)]
+    with pytest.raises(ValueError, match="do not exist"):
+        parse_layers("28-31", 30)
+    with pytest.raises(ValueError, match="300 kilo"):
+        parse_count("300 kilo")

@@ -37,11 +37,27 @@ def parse_count(text: str) -> int:
         raise ValueError(f"cannot read the count {text!r}; write e.g. 300k, 2M or 5000") from None
 
 
+def parse_sites(text: str, n_layers: int) -> list:
+    """``"0-29/res 6-18/mlp,att"``: space-separated ``LAYERS/KINDS`` groups -> sorted unique sites."""
+    from flowsteer.sites import Site
+
+    sites = set()
+    for group in text.split():
+        layers, sep, kinds = group.partition("/")
+        if not sep or not kinds:
+            raise ValueError(f"--sites {group!r}: write LAYERS/KINDS groups such as 0-29/res or 6-18/mlp,att")
+        for layer in parse_layers(layers, n_layers):
+            sites.update(Site.parse(f"{layer}/{kind.strip()}") for kind in kinds.split(","))
+    return sorted(sites)
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("train-saes", help="train SAEs at many sites from one activation pass")
     add_model_arguments(parser)
     parser.add_argument("--layers", default="all", help="layers, e.g. 6-18, 3,5,9 or all (default: all)")
     parser.add_argument("--kinds", default="res", help=f"comma-separated site kinds from {', '.join(KIND_NAMES)}")
+    parser.add_argument("--sites", default=None,
+                        help='instead of --layers/--kinds: groups such as "0-29/res 6-18/mlp,att"')
     parser.add_argument("--width", type=int, default=2304, help="latents per SAE (d_sae)")
     parser.add_argument("--k", type=int, default=32, help="active latents per token (TopK; JumpReLU target L0)")
     parser.add_argument("--architecture", default="topk", choices=["topk", "jumprelu", "standard"])
@@ -63,9 +79,12 @@ def run(args: argparse.Namespace) -> int:
     from flowsteer.sites import Site
 
     model = load_model_from(args)
-    layers = parse_layers(args.layers, model.cfg.n_layers)
-    kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
-    sites = [Site.parse(f"{layer}/{kind}") for layer in layers for kind in kinds]
+    if args.sites:
+        sites = parse_sites(args.sites, model.cfg.n_layers)
+    else:
+        kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
+        sites = [Site.parse(f"{layer}/{kind}") for layer in parse_layers(args.layers, model.cfg.n_layers)
+                 for kind in kinds]
     options = dict(architecture=args.architecture, d_sae=args.width, k=args.k, tokens=parse_count(args.tokens),
                    batch_size=args.batch, seed=args.seed)
     if args.lr is not None:
