@@ -40,12 +40,12 @@ RESULTS = Path(__file__).parent / "results" / "sae_training.json"
 def sae_lens_topk(config: SAETrainingConfig, d_in: int):
     from sae_lens import TopKTrainingSAEConfig
 
-    return TopKTrainingSAEConfig(d_in=d_in, d_sae=config.d_sae, k=config.k, aux_coefficient=config.aux_coefficient,
+    return TopKTrainingSAEConfig(d_in=d_in, d_sae=config.d_sae, k=config.k, aux_loss_coefficient=config.aux_coefficient,
                                  normalize_activations="expected_average_only_in")
 
 
 def sae_lens_common(config: SAETrainingConfig, tmp: Path) -> dict:
-    """sae-lens settings matching flowsteer's: batch, lr schedule, dead window, buffer, position 0 dropped."""
+    """sae-lens settings matching flowsteer's: batch, LM batch, lr schedule, dead window, position 0 dropped."""
     from sae_lens import LoggingConfig
 
     steps = config.total_steps
@@ -53,7 +53,8 @@ def sae_lens_common(config: SAETrainingConfig, tmp: Path) -> dict:
         model_name="smollm2-135m-instruct-local", dataset_path="local/flowsteer-corpus", streaming=False,
         context_size=config.context, prepend_bos=False, seqpos_slice=(1, None), training_tokens=config.tokens,
         train_batch_size_tokens=config.batch_size, store_batch_size_prompts=config.lm_batch,
-        n_batches_in_buffer=max(2, -(-config.round_size(1, 576) // (config.lm_batch * (config.context - 1)))),
+        # sae-lens's mixing buffer holds n_batches_in_buffer x (context - 1) tokens: 16k here
+        n_batches_in_buffer=-(-16_384 // (config.context - 1)),
         lr=config.lr, lr_warm_up_steps=config.warmup_steps, lr_decay_steps=int(config.decay_fraction * steps),
         dead_feature_window=max(1, config.dead_window // config.batch_size), device="cpu", seed=config.seed,
         logger=LoggingConfig(log_to_wandb=False), n_batches_for_norm_estimate=10, checkpoint_path=None,
@@ -65,7 +66,6 @@ def run_sae_lens_multi(model, dataset, sites, config, tmp):
     from sae_lens.multi_sae_training_runner import MultiSAETrainingRunner, MultiSAETrainingRunnerConfig
 
     common = sae_lens_common(config, tmp)
-    common.pop("is_dataset_tokenized", None)
     cfg = MultiSAETrainingRunnerConfig(
         saes={str(s): sae_lens_topk(config, model.cfg.d_model) for s in sites},
         hook_names={str(s): s.hook_name for s in sites}, **common,
@@ -96,8 +96,9 @@ def main() -> None:
     parser.add_argument("--kinds", default="res,mlp,att")
     parser.add_argument("--skip-single", action="store_true", help="leave out the N single-site sae-lens runs")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     logging.getLogger("sae_lens").setLevel(logging.ERROR)
     import tempfile
