@@ -8,7 +8,7 @@ import logging
 import sys
 
 # Subcommand modules, in the order ``flowsteer --help`` lists them.
-COMMANDS = ("info", "generate", "demo")
+COMMANDS = ("info", "generate", "train-saes", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"flowsteer.cli.{name}").register(commands)
+        importlib.import_module(f"flowsteer.cli.{name.replace('-', '_')}").register(commands)
     return parser
 
 

@@ -68,8 +68,8 @@ def cache_sites(
     session = HookSession(model, patches, sites)
     if not session.cache_sites:
         raise ValueError("cache_sites needs at least one site")
-    stop = session.last_layer + 1
-    _forward(model, session, batch, stop if stop < model.cfg.n_layers else None)
+    # Stopping after the last needed block also skips the final norm and unembedding at the last layer.
+    _forward(model, session, batch, session.last_layer + 1)
     return _activations(session, batch)
 
 

@@ -1,0 +1,96 @@
+"""Streaming, shuffled activations at many sites from one forward pass per token batch.
+
+Training data comes in *rounds*. Round ``r`` takes the next ``chunks_per_round`` token chunks of a
+seeded permutation of all chunks (a fresh permutation each epoch), runs them through the model in
+batches of ``lm_batch`` chunks with `flowsteer.patching.cache_sites` (which stops after the deepest
+site's layer), keeps positions ``skip_positions..`` (position 0 is the attention sink, with a norm
+far above the rest) and draws a shuffled token order from a generator seeded by ``(seed, r)``. Every site
+sees the same tokens in the same order. Memory is one round: ``sites x tokens x d_model`` floats.
+Because a round depends only on ``(seed, r)``, training resumes at any round boundary exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from flowsteer.patching import cache_sites
+from flowsteer.sites import Site
+
+
+def _generator(*seed: int) -> torch.Generator:
+    generator = torch.Generator()
+    generator.manual_seed(int(hashlib.sha256(repr(seed).encode()).hexdigest()[:15], 16))
+    return generator
+
+
+class ActivationRounds:
+    """Rounds of activations: ``rounds[r]`` is ``(activations [sites, tokens, d], order [tokens])``;
+    reading ``activations[:, order]`` in slices gives the shuffled stream without a second copy.
+
+    Args:
+        chunks: token chunks ``[rows, context]`` (e.g. `flowsteer.data.token_chunks`).
+        round_tokens: activations per site in one round (the shuffle window and the memory bound).
+        lm_batch: chunks per forward pass.
+        skip_positions: leading positions of each chunk left out (1 drops the attention sink).
+    """
+
+    def __init__(
+        self,
+        model: HookedTransformer,
+        sites: Sequence[Site],
+        chunks: Int[Tensor, "rows context"],
+        *,
+        round_tokens: int,
+        lm_batch: int = 32,
+        seed: int = 0,
+        skip_positions: int = 1,
+    ):
+        if chunks.ndim != 2 or chunks.shape[1] <= skip_positions:
+            raise ValueError(f"chunks must be [rows, context > {skip_positions}], got {tuple(chunks.shape)}")
+        self.model, self.sites, self.chunks = model, list(sites), chunks
+        self.lm_batch, self.seed, self.skip = lm_batch, seed, skip_positions
+        self.tokens_per_chunk = chunks.shape[1] - skip_positions
+        self.chunks_per_round = max(1, math.ceil(round_tokens / self.tokens_per_chunk))
+        self._permutations: dict[int, Tensor] = {}
+
+    @property
+    def tokens_per_round(self) -> int:
+        return self.chunks_per_round * self.tokens_per_chunk
+
+    def chunk_rows(self, round_index: int) -> Int[Tensor, " n"]:
+        """Which chunks round ``round_index`` uses (epochs continue with a new permutation)."""
+        n_rows = self.chunks.shape[0]
+        start = round_index * self.chunks_per_round
+        positions = torch.arange(start, start + self.chunks_per_round)
+        rows = torch.empty_like(positions)
+        for epoch in positions.div(n_rows, rounding_mode="floor").unique().tolist():
+            if epoch not in self._permutations:
+                self._permutations = {epoch: torch.randperm(n_rows, generator=_generator(self.seed, epoch))}
+            mask = positions // n_rows == epoch
+            rows[mask] = self._permutations[epoch][positions[mask] % n_rows]
+        return rows
+
+    @torch.no_grad()
+    def __getitem__(self, round_index: int) -> tuple[Float[Tensor, "sites tokens d"], Int[Tensor, " tokens"]]:
+        rows = self.chunk_rows(round_index)
+        device = self.model.cfg.device
+        width = self.model.cfg.d_model
+        out = torch.empty(len(self.sites), len(rows) * self.tokens_per_chunk, width, device=device)
+        filled = 0
+        for start in range(0, len(rows), self.lm_batch):
+            tokens = self.chunks[rows[start : start + self.lm_batch]].to(device)
+            activations = cache_sites(self.model, tokens, self.sites)
+            n = tokens.shape[0] * self.tokens_per_chunk
+            for i, site in enumerate(self.sites):
+                out[i, filled : filled + n] = activations[site][:, self.skip :].reshape(n, width)
+            filled += n
+            del activations
+        order = torch.randperm(filled, generator=_generator(self.seed, 1_000_003, round_index)).to(device)
+        return out, order

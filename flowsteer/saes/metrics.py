@@ -1,0 +1,154 @@
+"""How good an SAE is: explained variance, MSE, L0, dead latents, cross-entropy loss recovered.
+
+Reconstruction metrics use activations at positions 1.. of held-out chunks (position 0, the attention
+sink, is never trained on). Definitions, over N tokens with activations x and reconstructions x̂:
+
+* ``mse``: mean over tokens of ||x - x̂||² (summed over dimensions, the training loss);
+* ``explained_variance``: 1 - sum ||x - x̂||² / sum ||x - mean(x)||²;
+* ``l0``: mean number of non-zero latents per token;
+* ``dead_fraction``: share of latents that never fire on the N tokens;
+* ``ce_loss_recovered``: (CE_zero - CE_sae) / (CE_zero - CE_clean), where CE is the next-token loss
+  of predictions from positions 1.. and the SAE (or zero) is spliced in at positions 1.. of its
+  site through `flowsteer.patching.run_with_patches`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from sae_lens import SAE
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from flowsteer.patching import Patch, Scale, cache_sites, run_with_patches
+from flowsteer.saes.bank import SAEBank
+from flowsteer.saes.splice import SAEReconstruction
+from flowsteer.sites import Site
+
+
+@torch.no_grad()
+def reconstruction_metrics(sae: SAE, x: Float[Tensor, "n d"], batch_size: int = 4096) -> dict[str, float]:
+    """Explained variance, MSE, L0 and dead fraction of ``sae`` on activations ``x``."""
+    x = x.to(sae.device, sae.dtype)
+    squared_error = 0.0
+    active = 0.0
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=x.device)
+    for start in range(0, len(x), batch_size):
+        batch = x[start : start + batch_size]
+        acts = sae.encode(batch)
+        squared_error += float((sae.decode(acts) - batch).double().pow(2).sum())
+        nonzero = acts != 0
+        active += float(nonzero.sum())
+        fired |= nonzero.any(0)
+    total_variance = float((x.double() - x.double().mean(0)).pow(2).sum())
+    n = len(x)
+    return {
+        "explained_variance": 1 - squared_error / total_variance,
+        "mse": squared_error / n,
+        "l0": active / n,
+        "dead_fraction": 1 - float(fired.float().mean()),
+        "tokens": n,
+    }
+
+
+def _next_token_loss(logits: Tensor, tokens: Tensor, first: int) -> Tensor:
+    """Summed CE of predictions from positions ``first``..L-2 (and how many)."""
+    predictions = logits[:, first:-1].float()
+    targets = tokens[:, first + 1 :]
+    return F.cross_entropy(predictions.reshape(-1, predictions.shape[-1]), targets.reshape(-1), reduction="sum")
+
+
+@torch.no_grad()
+def ce_losses(
+    model: HookedTransformer,
+    bank: SAEBank,
+    chunks: Int[Tensor, "rows context"],
+    *,
+    sites: Sequence[Site] | None = None,
+    batch_size: int = 16,
+    skip_positions: int = 1,
+) -> dict[str, dict[str, float]]:
+    """Clean, SAE-spliced and zero-ablated next-token CE per site, and the loss recovered."""
+    sites = list(sites or bank.sites)
+    positions = list(range(skip_positions, chunks.shape[1]))
+    totals = {"clean": 0.0, **{f"{s}/sae": 0.0 for s in sites}, **{f"{s}/zero": 0.0 for s in sites}}
+    count = 0
+    for start in range(0, len(chunks), batch_size):
+        tokens = chunks[start : start + batch_size].to(model.cfg.device)
+        totals["clean"] += float(_next_token_loss(run_with_patches(model, tokens), tokens, skip_positions))
+        for site in sites:
+            for name, intervention in (("sae", SAEReconstruction(bank[site])), ("zero", Scale(0.0))):
+                logits = run_with_patches(model, tokens, [Patch(site, intervention, positions)])
+                totals[f"{site}/{name}"] += float(_next_token_loss(logits, tokens, skip_positions))
+        count += tokens.shape[0] * (tokens.shape[1] - skip_positions - 1)
+    clean = totals["clean"] / count
+    result = {}
+    for site in sites:
+        with_sae, zero = totals[f"{site}/sae"] / count, totals[f"{site}/zero"] / count
+        gap = zero - clean
+        result[str(site)] = {
+            "ce_clean": clean,
+            "ce_sae": with_sae,
+            "ce_zero_ablated": zero,
+            "ce_loss_recovered": (zero - with_sae) / gap if gap != 0 else float("nan"),
+            "ce_tokens": count,
+        }
+    return result
+
+
+@torch.no_grad()
+def evaluate_bank(
+    model: HookedTransformer,
+    bank: SAEBank,
+    chunks: Int[Tensor, "rows context"] | None = None,
+    *,
+    eval_tokens: int = 32_768,
+    ce_tokens: int = 4_096,
+    batch_size: int = 32,
+    skip_positions: int = 1,
+) -> dict[str, dict[str, float]]:
+    """Every metric for every SAE of ``bank`` on held-out chunks (default: the corpus's eval split).
+
+    Reconstruction metrics use the first ``eval_tokens`` activations per site (one forward pass for
+    all sites); CE metrics use the first ``ce_tokens`` tokens (two patched forward passes per site).
+    """
+    bank.validate(model)
+    if chunks is None:
+        from flowsteer.data import token_chunks
+
+        context = int(bank.info.get("training", {}).get("context", 128))
+        chunks = token_chunks(model.tokenizer, "eval", context)
+    per_chunk = chunks.shape[1] - skip_positions
+    n_chunks = min(len(chunks), -(-eval_tokens // per_chunk))
+    collected: dict[Site, list[Tensor]] = {site: [] for site in bank}
+    for start in range(0, n_chunks, batch_size):
+        tokens = chunks[start : min(start + batch_size, n_chunks)].to(model.cfg.device)
+        acts = cache_sites(model, tokens, bank.sites)
+        for site in bank:
+            collected[site].append(acts[site][:, skip_positions:].reshape(-1, acts[site].shape[-1]))
+    results = {str(site): reconstruction_metrics(bank[site], torch.cat(collected.pop(site))) for site in bank}
+    n_ce = min(len(chunks), max(1, -(-ce_tokens // per_chunk)))
+    for site, ce in ce_losses(model, bank, chunks[:n_ce], batch_size=batch_size // 2 or 1,
+                              skip_positions=skip_positions).items():
+        results[site].update(ce)
+    return results
+
+
+def metrics_markdown(results: dict[str, dict[str, float]]) -> str:
+    """A Markdown table of `evaluate_bank` results, one row per site."""
+    lines = [
+        "| site | explained variance | MSE | L0 | dead | CE clean | CE with SAE | CE zero-ablated "
+        "| CE loss recovered |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for site, m in results.items():
+        lines.append(
+            f"| {site} | {m['explained_variance']:.3f} | {m['mse']:.2f} | {m['l0']:.1f} | "
+            f"{100 * m['dead_fraction']:.1f}% | {m.get('ce_clean', float('nan')):.3f} | "
+            f"{m.get('ce_sae', float('nan')):.3f} | {m.get('ce_zero_ablated', float('nan')):.3f} | "
+            f"{m.get('ce_loss_recovered', float('nan')):.3f} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,309 @@
+"""Training SAEs at many sites from one activation pass.
+
+`train_saes` runs each batch of tokens through the model once (`ActivationRounds`, built on
+`flowsteer.patching.cache_sites`) and trains every site's SAE on that site's activations. TopK SAEs
+use the sparse implementation (`SparseTopK`); other architectures use sae-lens's training classes
+(`LensTrainable`). One fused Adam steps all SAEs together.
+
+Inputs are scaled per site so that ``E||x||^2 = d_in`` (sae-lens's ``expected_average_only_in``,
+estimated on the first round); the scale is folded into the exported weights, so the bank works
+on raw activations. Learning rate: linear warm-up, constant, then linear decay to 0 over the last
+``decay_fraction`` of steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from sae_lens import (
+    JumpReLUTrainingSAE,
+    JumpReLUTrainingSAEConfig,
+    StandardTrainingSAE,
+    StandardTrainingSAEConfig,
+)
+from sae_lens.saes.sae import SAEMetadata
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from flowsteer.saes.activations import ActivationRounds
+from flowsteer.saes.bank import SAEBank
+from flowsteer.saes.checkpoint import (
+    has_checkpoint,
+    load_checkpoint,
+    optimizer_from_flat,
+    optimizer_to_flat,
+    save_checkpoint,
+)
+from flowsteer.saes.trainable import LensTrainable, SparseTopK
+from flowsteer.sites import Site
+
+log = logging.getLogger(__name__)
+
+ARCHITECTURES = ("topk", "jumprelu", "standard")
+_DTYPES = {"bfloat16": torch.bfloat16, "float32": None}
+
+
+@dataclass(frozen=True)
+class SAETrainingConfig:
+    """Settings of one multi-site training run (all JSON-able; stored with checkpoints and banks).
+
+    Attributes:
+        architecture: ``topk`` (sparse TopK + AuxK), ``jumprelu`` or ``standard`` (ReLU + L1).
+        d_sae, k: latents per SAE; active latents per token (TopK; JumpReLU's target L0).
+        tokens: training activations per site.
+        batch_size: activations per optimizer step.
+        dead_window: a latent that has not fired for this many tokens is dead (AuxK trains it).
+        sparsity_coefficient: JumpReLU's L0 / standard's L1 coefficient.
+        context, lm_batch: chunk length and chunks per forward pass.
+        round_tokens: activations per site held in memory and shuffled together; None: up to
+            65,536 (never more than the run needs) within ``memory_gb`` for all sites.
+        selection_dtype: dtype of the dense product that picks the top k (``bfloat16`` or ``float32``).
+    """
+
+    architecture: str = "topk"
+    d_sae: int = 2304
+    k: int = 32
+    tokens: int = 300_000
+    batch_size: int = 1024
+    lr: float = 2e-3
+    warmup_steps: int = 10
+    decay_fraction: float = 0.2
+    aux_coefficient: float = 1.0
+    dead_window: int = 16_384
+    sparsity_coefficient: float = 1.0
+    context: int = 128
+    lm_batch: int = 32
+    round_tokens: int | None = None
+    memory_gb: float = 2.0
+    selection_dtype: str = "bfloat16"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}")
+        if self.selection_dtype not in _DTYPES:
+            raise ValueError(f"selection_dtype must be one of {', '.join(_DTYPES)}, got {self.selection_dtype!r}")
+        if self.tokens < self.batch_size:
+            raise ValueError(f"tokens ({self.tokens}) must be at least one batch ({self.batch_size})")
+
+    @property
+    def total_steps(self) -> int:
+        return self.tokens // self.batch_size
+
+    def learning_rate(self, step: int) -> float:
+        """Warm-up, constant, linear decay to 0 over the last ``decay_fraction`` of steps."""
+        total = self.total_steps
+        decay_start = total - int(self.decay_fraction * total)
+        factor = min(1.0, (step + 1) / max(self.warmup_steps, 1))
+        if step >= decay_start:
+            factor *= (total - step) / max(total - decay_start, 1)
+        return self.lr * factor
+
+    def round_size(self, n_sites: int, d_in: int) -> int:
+        """Activations per site per round: ``round_tokens``, else at most 64 k that fit ``memory_gb``."""
+        if self.round_tokens is not None:
+            return max(self.round_tokens, self.batch_size)
+        fits = int(self.memory_gb * 2**30 / (4 * n_sites * d_in))
+        size = min(fits, 65_536, self.total_steps * self.batch_size)
+        return max(self.batch_size, size // self.batch_size * self.batch_size)
+
+
+def _site_seed(seed: int, site: Site) -> int:
+    return seed * 1_000_003 + site.order[0] * 16 + site.order[1]
+
+
+def build_trainable(config: SAETrainingConfig, d_in: int, site: Site, device: torch.device | str):
+    """A fresh SAE for ``site``, initialised from a generator seeded by ``(config.seed, site)``."""
+    seed = _site_seed(config.seed, site)
+    if config.architecture == "topk":
+        generator = torch.Generator().manual_seed(seed)
+        return SparseTopK(
+            d_in, config.d_sae, config.k, aux_coefficient=config.aux_coefficient,
+            selection_dtype=_DTYPES[config.selection_dtype], generator=generator, device=device,
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if config.architecture == "jumprelu":
+            cfg = JumpReLUTrainingSAEConfig(
+                d_in=d_in, d_sae=config.d_sae, device=str(device), l0_coefficient=config.sparsity_coefficient,
+                jumprelu_sparsity_loss_mode="quadratic", target_l0=float(config.k),
+            )
+            return LensTrainable(JumpReLUTrainingSAE(cfg))
+        cfg = StandardTrainingSAEConfig(d_in=d_in, d_sae=config.d_sae, device=str(device),
+                                        l1_coefficient=config.sparsity_coefficient)
+        return LensTrainable(StandardTrainingSAE(cfg))
+
+
+def _checkpoint_path(out: Path) -> Path:
+    return out.with_name(out.name + ".checkpoint")
+
+
+def _sorted_sites(model: HookedTransformer, sites: Sequence[Site | str]) -> list[Site]:
+    parsed = sorted({Site.parse(site).validate(model.cfg.n_layers) for site in sites})
+    if not parsed:
+        raise ValueError("train_saes needs at least one site")
+    return parsed
+
+
+def train_saes(
+    model: HookedTransformer,
+    sites: Sequence[Site | str],
+    config: SAETrainingConfig = SAETrainingConfig(),
+    *,
+    chunks: torch.Tensor | None = None,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    checkpoint_minutes: float = 10.0,
+    progress: bool = True,
+    on_round: Callable[[int], None] | None = None,
+) -> SAEBank:
+    """Train one SAE per site from a single forward pass per token batch; return the bank.
+
+    Args:
+        sites: e.g. ``["6/res", "6/mlp", "6/att"]`` or `Site` objects.
+        chunks: token chunks ``[rows, context]``; default the corpus's train split
+            (`flowsteer.data.token_chunks`) at ``config.context``.
+        out: folder to save the bank to. Checkpoints go to ``<out>.checkpoint`` at the end of a
+            round once ``checkpoint_minutes`` have passed since the last one (0: every round).
+        resume: continue from ``<out>.checkpoint``; the result equals an uninterrupted run.
+        on_round: called with the number of finished rounds after each round (and its checkpoint).
+    """
+    torch_device = torch.device(model.cfg.device)
+    sites = _sorted_sites(model, sites)
+    d_in = model.cfg.d_model
+    if chunks is None:
+        from flowsteer.data import token_chunks
+
+        chunks = token_chunks(model.tokenizer, "train", config.context)
+    out = Path(out) if out is not None else None
+    checkpoint = _checkpoint_path(out) if out is not None else None
+    if checkpoint is not None and has_checkpoint(checkpoint) and not resume:
+        raise ValueError(f"{checkpoint} holds an unfinished run: pass resume=True (--resume) or delete it")
+
+    trainables = {site: build_trainable(config, d_in, site, torch_device) for site in sites}
+    params = [p for trainable in trainables.values() for p in trainable.parameters()]
+    fused = torch_device.type in ("cpu", "cuda")
+    optimizer = torch.optim.Adam(params, lr=config.lr, fused=fused)
+    since_fired = torch.zeros(len(sites), config.d_sae, dtype=torch.long, device=torch_device)
+    scales: torch.Tensor | None = None
+    step = round_index = 0
+    history: list[dict] = []
+    timing = {"activations_s": 0.0, "sae_s": 0.0}
+    if resume and checkpoint is not None and has_checkpoint(checkpoint):
+        tensors, meta = load_checkpoint(checkpoint, torch_device)
+        if meta["config"] != asdict(config) or meta["sites"] != [str(s) for s in sites]:
+            raise ValueError(f"{checkpoint} was written by a run with other settings or sites; delete it to restart")
+        for site, trainable in trainables.items():
+            trainable.load_state_dict({k.split("/", 2)[2]: v for k, v in tensors.items() if k.startswith(f"{site}/")})
+            if hasattr(trainable, "step_index"):
+                trainable.step_index = meta["step"]
+        optimizer_from_flat(optimizer, tensors, meta["optimizer"])
+        since_fired, scales = tensors["since_fired"], tensors["scales"]
+        step, round_index, history, timing = meta["step"], meta["round"], meta["history"], meta["timing"]
+        log.info("resuming %s at step %d (round %d)", checkpoint, step, round_index)
+
+    rounds = ActivationRounds(
+        model, sites, chunks, round_tokens=config.round_size(len(sites), d_in), lm_batch=config.lm_batch,
+        seed=config.seed,
+    )
+    total = config.total_steps
+    bar = tqdm(total=total * config.batch_size, initial=step * config.batch_size, unit="tok",
+               desc=f"train {len(sites)} SAEs", disable=not progress)
+    last_save = time.monotonic()
+    with bar:
+        while step < total:
+            started = time.perf_counter()
+            activations, order = rounds[round_index]
+            timing["activations_s"] += time.perf_counter() - started
+            started = time.perf_counter()
+            if scales is None:
+                scales = _estimate_scales(activations)
+                for i, trainable in enumerate(trainables.values()):
+                    trainable.init_from_data(activations[i, order[: 64 * config.batch_size]] * scales[i])
+            activations *= scales[:, None, None]
+            mse_sum = torch.zeros(len(sites), device=torch_device)
+            var_sum = torch.zeros(len(sites), device=torch_device)
+            steps_here = 0
+            for start in range(0, order.numel() - config.batch_size + 1, config.batch_size):
+                if step >= total:
+                    break
+                rows = order[start : start + config.batch_size]
+                for group in optimizer.param_groups:
+                    group["lr"] = config.learning_rate(step)
+                for i, trainable in enumerate(trainables.values()):
+                    x = activations[i, rows]
+                    loss, stats = trainable.loss(x, since_fired[i] >= config.dead_window)
+                    loss.backward()
+                    since_fired[i] += config.batch_size
+                    since_fired[i, stats["fired"]] = 0
+                    mse_sum[i] += stats["mse"]
+                    var_sum[i] += (x - x.mean(0)).pow(2).sum(-1).mean()
+                for trainable in trainables.values():
+                    trainable.before_step()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                for trainable in trainables.values():
+                    trainable.after_step()
+                step += 1
+                steps_here += 1
+                bar.update(config.batch_size)
+            del activations
+            round_index += 1
+            timing["sae_s"] += time.perf_counter() - started
+            explained = (1 - mse_sum / var_sum.clamp_min(1e-12)).tolist()
+            history.append({"round": round_index, "step": step, "explained_variance": dict(
+                zip([str(s) for s in sites], [round(e, 4) for e in explained], strict=True))})
+            bar.set_postfix(ev=f"{sum(explained) / len(explained):.3f}")
+            due = time.monotonic() - last_save >= checkpoint_minutes * 60
+            if checkpoint is not None and step < total and due:
+                _save(checkpoint, trainables, optimizer, since_fired, scales, step, round_index, history, timing,
+                      config, sites)
+                last_save = time.monotonic()
+            if on_round is not None:
+                on_round(round_index)
+
+    metadata = {
+        "model_name": model.cfg.model_name, "context_size": config.context, "prepend_bos": False,
+        "seqpos_slice": [1, None], "dataset_path": "flowsteer.data", "trainer": "flowsteer.saes.train_saes",
+    }
+    saes = {
+        site: trainable.export(float(scales[i]), SAEMetadata(hook_name=site.hook_name, **metadata))
+        for i, (site, trainable) in enumerate(trainables.items())
+    }
+    info = {
+        "training": {
+            **asdict(config), "steps": step, "rounds": round_index, "tokens_per_round": rounds.tokens_per_round,
+            "timing": {k: round(v, 2) for k, v in timing.items()}, "history": history,
+        },
+    }
+    bank = SAEBank(saes, model_name=model.cfg.model_name, info=info)
+    if out is not None:
+        bank.save(out)
+        if checkpoint is not None:
+            shutil.rmtree(checkpoint, ignore_errors=True)
+    return bank
+
+
+def _estimate_scales(activations: torch.Tensor) -> torch.Tensor:
+    """Per site, the factor that makes the mean squared norm equal d_in (sae-lens's estimate form)."""
+    d_in = activations.shape[-1]
+    return math.sqrt(d_in) / activations.norm(dim=-1).mean(dim=1)
+
+
+def _save(path, trainables, optimizer, since_fired, scales, step, round_index, history, timing, config, sites):
+    tensors, optimizer_meta = optimizer_to_flat(optimizer)
+    for site, trainable in trainables.items():
+        for name, value in trainable.state_dict().items():
+            tensors[f"{site}/{name}"] = value
+    tensors["since_fired"], tensors["scales"] = since_fired, scales
+    meta = {"step": step, "round": round_index, "history": history, "timing": timing, "config": asdict(config),
+            "sites": [str(s) for s in sites], "optimizer": optimizer_meta}
+    save_checkpoint(path, tensors, meta)
