@@ -21,8 +21,8 @@ import torch
 from flowsteer import chat_prompts, load_model
 from flowsteer.models.embedded import EMBEDDED_MODELS
 from flowsteer.models.loading import converted_gguf_dir
-from flowsteer.paths import write_json
 from flowsteer.patching import AddVector, Function, Patch, generate_with_patches
+from flowsteer.paths import write_json
 
 INSTRUCTIONS = [
     "What is the capital of France?",

@@ -7,7 +7,15 @@ import torch
 from flowsteer import tiny_model
 from flowsteer.models.decode import uses_fast_decode
 from flowsteer.models.fastpath import uses_forward_layouts
-from flowsteer.patching import AddVector, EffectLog, Function, Patch, encode, generate_with_patches, run_with_patches
+from flowsteer.patching import (
+    AddVector,
+    EffectLog,
+    Function,
+    Patch,
+    encode,
+    generate_with_patches,
+    run_with_patches,
+)
 from flowsteer.patching.generate import sample_next
 
 PROMPTS = ["Once upon a time", "Hi", "The quick brown fox jumps"]

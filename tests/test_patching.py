@@ -106,7 +106,8 @@ def test_prompt_and_generated_masks(tiny):
 
         return fn
 
-    run_with_patches(tiny, PROMPTS, [Patch("0/res", record("prompt"), "prompt"), Patch("0/res", record("gen"), "generated")])
+    patches = [Patch("0/res", record("prompt"), "prompt"), Patch("0/res", record("gen"), "generated")]
+    run_with_patches(tiny, PROMPTS, patches)
     batch = encode(tiny, PROMPTS)
     assert torch.equal(masks["prompt"], batch.attention_mask.bool())
     assert "gen" not in masks  # no generated tokens in a plain forward pass: never called

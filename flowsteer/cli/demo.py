@@ -16,8 +16,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flowsteer.demo import run_demo
-    from flowsteer.demo import steering_vector
+    from flowsteer.demo import run_demo, steering_vector
 
     start = time.perf_counter()
     print(f"loading {args.model} ...", flush=True)

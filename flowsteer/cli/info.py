@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"layers       {cfg.n_layers} (0..{cfg.n_layers - 1}), d_model {cfg.d_model}, d_mlp {cfg.d_mlp}")
     kv = cfg.n_key_value_heads or cfg.n_heads
     print(f"attention    {cfg.n_heads} heads x {cfg.d_head}, {kv} key/value heads")
-    print(f"vocabulary   {cfg.d_vocab}; chat template: {'yes' if getattr(model.tokenizer, 'chat_template', None) else 'no'}")
+    template = "yes" if getattr(model.tokenizer, "chat_template", None) else "no"
+    print(f"vocabulary   {cfg.d_vocab}; chat template: {template}")
     print("sites        LAYER/KIND for every layer; kinds:")
     for kind in KINDS:
         print(f"               {SHORT_NAMES[kind]:<4} {kind:<11} e.g. {Site(0, kind).hook_name}")

@@ -23,8 +23,8 @@ import torch
 from transformer_lens import HookedTransformer
 
 from flowsteer.models.decode import install_fast_decode
-from flowsteer.models.fastpath import use_forward_layouts
 from flowsteer.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, EmbeddedModel
+from flowsteer.models.fastpath import use_forward_layouts
 from flowsteer.paths import atomic_dir, cache_dir
 
 log = logging.getLogger(__name__)

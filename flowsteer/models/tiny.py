@@ -12,7 +12,7 @@ import warnings
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from flowsteer.models.loading import prepare
+from flowsteer.models.loading import prepare, register_model
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -91,3 +91,7 @@ def tiny_model(
         warnings.simplefilter("ignore", DeprecationWarning)
         model = HookedTransformer(cfg, tokenizer=tokenizer, default_padding_side="left")
     return prepare(model)
+
+
+TINY_MODEL = "tiny-random-llama"
+register_model(TINY_MODEL)(lambda device, dtype: tiny_model(device=device, dtype=dtype))
