@@ -62,8 +62,13 @@ class _Builder:
         node = str(feature)
         if node not in self.graph:
             self.graph.add_node(
-                node, site=str(feature.site), kind=feature.site.short, index=feature.index,
-                layer=_column(feature.site), seed=False, **_describe(self.labels, feature),
+                node,
+                site=str(feature.site),
+                kind=feature.site.short,
+                index=feature.index,
+                layer=_column(feature.site),
+                seed=False,
+                **_describe(self.labels, feature),
             )
         self.graph.nodes[node].update(attributes)
         return node
@@ -75,10 +80,13 @@ class _Builder:
         if not predecessor_sites(self.saes, feature.site):
             self.graph.nodes[node]["class"] = "unexplained"
             return None
-        scores = layer_scores(self.saes, feature.site, k=self.k, rows=torch.tensor([feature.index]), weights=self.weights)
+        scores = layer_scores(
+            self.saes, feature.site, k=self.k, rows=torch.tensor([feature.index]), weights=self.weights
+        )
         thresholds = self.thresholds(feature.site)
         top = {
-            key: list(zip(m.indices[0].tolist(), m.scores[0].tolist(), strict=True)) for key, m in scores.matches.items()
+            key: list(zip(m.indices[0].tolist(), m.scores[0].tolist(), strict=True))
+            for key, m in scores.matches.items()
         }
         best = {key: pairs[0][1] for key, pairs in top.items()}
         attributes = {f"s_{key}": value for key, value in best.items()}
@@ -117,8 +125,11 @@ class _Builder:
             if following is None:
                 continue
             match = topk_cosine(
-                self.saes[feature.site], self.saes[following], self.k,
-                weights=self.weights, rows=torch.tensor([feature.index]),
+                self.saes[feature.site],
+                self.saes[following],
+                self.k,
+                weights=self.weights,
+                rows=torch.tensor([feature.index]),
             )
             for index, similarity in zip(match.indices[0].tolist(), match.scores[0].tolist(), strict=True):
                 if similarity < self.res_threshold:
@@ -175,7 +186,11 @@ def build_flow_graph(
     if forward:
         builder.forward(seed)
     builder.graph.graph.update(
-        seed=str(seed), res_threshold=res_threshold, module_threshold=module_threshold, k=k,
-        rule=repr(rule), weights=weights,
+        seed=str(seed),
+        res_threshold=res_threshold,
+        module_threshold=module_threshold,
+        k=k,
+        rule=repr(rule),
+        weights=weights,
     )
     return FlowGraph(builder.graph)

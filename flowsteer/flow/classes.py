@@ -78,8 +78,11 @@ class QuantileThresholds(ThresholdRule):
         return {key: float(torch.quantile(scores.score(key).float(), self.q)) for key in scores.matches}
 
 
+CHANCE_SEED = 2502_03032  # a fixed seed of its own, so chance draws never coincide with other seed-0 draws
+
+
 @torch.no_grad()
-def chance_level(sae: object, quantile: float = 0.99, samples: int = 2048, seed: int = 0) -> float:
+def chance_level(sae: object, quantile: float = 0.99, samples: int = 2048, seed: int = CHANCE_SEED) -> float:
     """The ``quantile`` of the top-1 cosine a uniformly random unit direction reaches against ``sae``'s
     decoder (``samples`` draws, seeded)."""
     d = sae.cfg.d_in
@@ -95,7 +98,7 @@ class ChanceThresholds(ThresholdRule):
 
     quantile: float = 0.99
     samples: int = 2048
-    seed: int = 0
+    seed: int = CHANCE_SEED
 
     def thresholds(self, saes, site, scores=None):
         return {
@@ -110,7 +113,7 @@ def _high(scores: Mapping[str, Tensor | float], thresholds: Mapping[str, float],
     return torch.as_tensor(scores[key]) >= thresholds[key]
 
 
-def classify(scores: Mapping[str, Tensor | float], thresholds: Mapping[str, float]) -> Int[Tensor, "..."]:
+def classify(scores: Mapping[str, Tensor | float], thresholds: Mapping[str, float]) -> Int[Tensor, ...]:
     """Class codes (indices into `CLASSES`) from scores ``{"res": s^R, "mlp": s^M, "att": s^A}``."""
     shape = next((torch.as_tensor(v).shape for v in scores.values()), torch.Size([]))
     res = torch.as_tensor(_high(scores, thresholds, "res")).expand(shape)

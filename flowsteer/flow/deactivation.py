@@ -24,7 +24,7 @@ next-token loss over the ``horizon`` tokens from the edited one on, (L_new - L_o
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -97,9 +97,13 @@ def _run_rows(model, saes, tokens, resid_pre, site, start, position, rows, *, lo
     """Target-site feature activations at ``position`` (and logits if asked) for each edited row."""
     n = len(rows)
     batch = TokenBatch(tokens.expand(n, -1), torch.ones(n, tokens.shape[1], dtype=torch.long))
-    patches = [p for p in rescale_patches(saes, rows, position, start) if p.intervention.features.numel()]
     out, acts = run_from_layer(
-        model, batch, resid_pre.expand(n, -1, -1), start, patches, cache=[site],
+        model,
+        batch,
+        resid_pre.expand(n, -1, -1),
+        start,
+        rescale_patches(saes, rows, position, start),
+        cache=[site],
         stop_at_layer=None if logits else start + 1,
     )
     encoded = saes[site].encode(acts[site][:, position].to(saes[site].W_dec)).cpu()
@@ -167,15 +171,19 @@ def deactivation_records(
             raise ValueError(f"unknown strategy {strategy!r}; use {', '.join(STRATEGIES)}")
     gen = torch.Generator().manual_seed(seed)
     records: list[Record] = []
-    sites = sorted({s for layer in scores.values() for s in [layer.site, *layer.predecessors.values()]}
-                   | {Site(_start_block(site), "resid_pre") for site in scores})
+    sites = sorted(
+        {s for layer in scores.values() for s in [layer.site, *layer.predecessors.values()]}
+        | {Site(_start_block(site), "resid_pre") for site in scores}
+    )
     for text, tokens in tqdm(_texts(model, corpus, max_tokens), desc="deactivation", unit="text", leave=False):
         clean = cache_sites(model, tokens, sites)
         for _, position in sample_positions(TokenBatch(tokens, torch.ones_like(tokens)), tokens_per_text, gen):
             for site, layer in scores.items():
                 start = _start_block(site)
-                encode = {s: saes[s].encode(clean[s][0, position].to(saes[s].W_dec)).cpu() for s in
-                          [site, *layer.predecessors.values()]}
+                encode = {
+                    s: saes[s].encode(clean[s][0, position].to(saes[s].W_dec)).cpu()
+                    for s in [site, *layer.predecessors.values()]
+                }
                 z = encode[site]
                 acts = {key: encode[pred] for key, pred in layer.predecessors.items()}
                 rows, meta = [], []
@@ -183,7 +191,7 @@ def deactivation_records(
                     base = Record(str(site), feature, text, position, GROUPS[group], "", 0, r, float(z[feature]), 0.0)
                     for strategy in strategies:
                         edit = _active(acts, layer, feature, strategy, gen)
-                        record = Record(**{**asdict(base), "strategy": strategy, "edited": sum(map(len, edit.values()))})
+                        record = replace(base, strategy=strategy, edited=sum(map(len, edit.values())))
                         records.append(record)
                         if edit:
                             rows.append((edit, r))
@@ -191,7 +199,9 @@ def deactivation_records(
                         else:
                             record.z_new = record.z_old
                     if number < exhaustive:
-                        records.append(_exhaustive(model, saes, tokens, clean, site, layer, start, position, base, acts, r))
+                        records.append(
+                            _exhaustive(model, saes, tokens, clean, site, layer, start, position, base, acts, r)
+                        )
                 if rows:
                     args = (tokens[:, : position + 1], clean[Site(start, "resid_pre")][:, : position + 1])
                     new, _ = _run_rows(model, saes, *args, site, start, position, rows)
@@ -202,18 +212,20 @@ def deactivation_records(
 
 def _exhaustive(model, saes, tokens, clean, site, layer, start, position, base, acts, r) -> Record:
     """Greedy best single feature per predecessor site, then those rescaled together."""
-    singles = [({pred: [j]}, r) for key, pred in layer.predecessors.items() for j in acts[key].nonzero().flatten().tolist()]
+    singles = [
+        ({pred: [j]}, r) for key, pred in layer.predecessors.items() for j in acts[key].nonzero().flatten().tolist()
+    ]
     args = (tokens[:, : position + 1], clean[Site(start, "resid_pre")][:, : position + 1])
     best: dict[Site, tuple[float, int]] = {}
     for chunk in range(0, len(singles), 256):
         rows = singles[chunk : chunk + 256]
         new, _ = _run_rows(model, saes, *args, site, start, position, rows)
         for (edit, _), value in zip(rows, new[:, base.feature].tolist(), strict=True):
-            (pred, (j,)), = edit.items()
+            ((pred, (j,)),) = edit.items()
             if value < base.z_old and (pred not in best or value < best[pred][0]):
                 best[pred] = (value, j)
     edit = {pred: [j] for pred, (_, j) in best.items()}
-    record = Record(**{**asdict(base), "strategy": "exhaustive", "edited": len(edit)})
+    record = replace(base, strategy="exhaustive", edited=len(edit))
     if edit:
         new, _ = _run_rows(model, saes, *args, site, start, position, [(edit, r)])
         record.z_new = float(new[0, base.feature])
@@ -240,19 +252,22 @@ def rescale_sweep(
     deactivation and next-token loss over ``horizon`` tokens from the edited one (Fig. 7)."""
     gen = torch.Generator().manual_seed(seed)
     records: list[Record] = []
-    sites = sorted({s for layer in scores.values() for s in [layer.site, *layer.predecessors.values()]}
-                   | {Site(_start_block(site), "resid_pre") for site in scores})
+    sites = sorted(
+        {s for layer in scores.values() for s in [layer.site, *layer.predecessors.values()]}
+        | {Site(_start_block(site), "resid_pre") for site in scores}
+    )
     for text, tokens in tqdm(_texts(model, corpus, max_tokens), desc="r sweep", unit="text", leave=False):
         clean = cache_sites(model, tokens, sites)
-        for _, position in sample_positions(TokenBatch(tokens, torch.ones_like(tokens)), tokens_per_text, gen):
+        head = tokens[:, :-1]  # the edited token needs a next token to score the loss on
+        for _, position in sample_positions(TokenBatch(head, torch.ones_like(head)), tokens_per_text, gen):
             end = min(tokens.shape[1], position + 1 + horizon)
-            if end - position < 2:
-                continue
             window = tokens[:, :end]
             for site, layer in scores.items():
                 start = _start_block(site)
-                encode = {s: saes[s].encode(clean[s][0, position].to(saes[s].W_dec)).cpu() for s in
-                          [site, *layer.predecessors.values()]}
+                encode = {
+                    s: saes[s].encode(clean[s][0, position].to(saes[s].W_dec)).cpu()
+                    for s in [site, *layer.predecessors.values()]
+                }
                 acts = {key: encode[pred] for key, pred in layer.predecessors.items()}
                 targets = _targets(encode[site], acts, layer, max_targets, gen)
                 rows, meta = [({}, 1.0)], []
@@ -260,8 +275,20 @@ def rescale_sweep(
                     edit = _active(acts, layer, feature, "top1", gen)
                     for r in r_values:
                         rows.append((edit, float(r)))
-                        meta.append(Record(str(site), feature, text, position, GROUPS[group], "top1",
-                                           sum(map(len, edit.values())), float(r), float(encode[site][feature]), 0.0))
+                        meta.append(
+                            Record(
+                                str(site),
+                                feature,
+                                text,
+                                position,
+                                GROUPS[group],
+                                "top1",
+                                sum(map(len, edit.values())),
+                                float(r),
+                                float(encode[site][feature]),
+                                0.0,
+                            )
+                        )
                 if not meta:
                     continue
                 resid = clean[Site(start, "resid_pre")][:, :end]
@@ -289,8 +316,13 @@ def summarize(records: Sequence[Record]) -> dict:
     def stats(selected: list[Record]) -> dict:
         counted = [rec for rec in selected if rec.edited]
         if not counted:
-            return {"targets": 0, "no_active_predecessor": len(selected), "success_rate": None,
-                    "mean_activation_change": None, "success_rate_all_targets": 0.0 if selected else None}
+            return {
+                "targets": 0,
+                "no_active_predecessor": len(selected),
+                "success_rate": None,
+                "mean_activation_change": None,
+                "success_rate_all_targets": 0.0 if selected else None,
+            }
         return {
             "targets": len(counted),
             "no_active_predecessor": len(selected) - len(counted),
@@ -316,13 +348,16 @@ def sweep_summary(records: Sequence[Record]) -> dict:
             "targets": len(selected),
             "activation_change": sum(rec.activation_change for rec in selected) / len(selected),
             "deactivated": sum(rec.deactivated for rec in selected) / len(selected),
-            "relative_loss_change": sum((rec.loss_new - rec.loss_old) / rec.loss_old for rec in selected) / len(selected),
+            "relative_loss_change": sum((rec.loss_new - rec.loss_old) / rec.loss_old for rec in selected)
+            / len(selected),
         }
 
     counted = [rec for rec in records if rec.edited]
     out = {}
     for r in sorted({rec.r for rec in counted}):
         mine = [rec for rec in counted if rec.r == r]
-        groups = {g: stats([rec for rec in mine if rec.group == g]) for g in GROUPS if any(rec.group == g for rec in mine)}
+        groups = {
+            g: stats([rec for rec in mine if rec.group == g]) for g in GROUPS if any(rec.group == g for rec in mine)
+        }
         out[str(r)] = stats(mine) | {"per_group": groups}
     return out

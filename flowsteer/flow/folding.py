@@ -62,7 +62,9 @@ def feature_scales(sae: nn.Module, scales: Tensor | None = None) -> Float[Tensor
     theta = sae.threshold.detach().float().cpu()
     bad = theta <= 0
     if bool(bad.any()):
-        warnings.warn(f"{int(bad.sum())} JumpReLU thresholds are <= 0 and cannot be folded; they keep scale 1")
+        warnings.warn(
+            f"{int(bad.sum())} JumpReLU thresholds are <= 0 and cannot be folded; they keep scale 1", stacklevel=2
+        )
         theta = torch.where(bad, torch.ones_like(theta), theta)
     return theta
 

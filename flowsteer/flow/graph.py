@@ -138,6 +138,8 @@ class FlowGraph:
             return cls.from_json(json.loads(path.read_text()))
         if path.suffix.lower() == ".graphml":
             graph = nx.read_graphml(path)
+            for key in ("node_default", "edge_default"):  # GraphML bookkeeping, not ours
+                graph.graph.pop(key, None)
             return cls(graph if graph.is_directed() else graph.to_directed())
         raise ValueError(f"cannot load a flow graph from {path.name}; use a .json or .graphml file")
 

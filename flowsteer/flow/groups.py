@@ -35,8 +35,14 @@ from flowsteer.patching import cache_sites
 from flowsteer.sites import Site
 
 GROUPS = (
-    "From nowhere", "From RES", "From MLP", "From ATT",
-    "From RES & MLP", "From RES & ATT", "From MLP & ATT", "From RES & MLP & ATT",
+    "From nowhere",
+    "From RES",
+    "From MLP",
+    "From ATT",
+    "From RES & MLP",
+    "From RES & ATT",
+    "From MLP & ATT",
+    "From RES & MLP & ATT",
 )
 BITS = {"res": 1, "mlp": 2, "att": 4}
 GROUP_OF_BITS = torch.tensor([0, 1, 2, 4, 3, 5, 6, 7])  # bitmask (res=1, mlp=2, att=4) -> index in GROUPS
@@ -70,9 +76,7 @@ def candidates(
     raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
 
 
-def active_predecessors(
-    acts: Tensor, rows: Int[Tensor, " n"], cands: Int[Tensor, "n c"]
-) -> torch.BoolTensor:
+def active_predecessors(acts: Tensor, rows: Int[Tensor, " n"], cands: Int[Tensor, "n c"]) -> torch.BoolTensor:
     """Whether any candidate predecessor is active (> 0) in the matching row of ``acts`` [tokens, F]."""
     valid = cands >= 0
     picked = acts[rows[:, None], cands.clamp(min=0)]
@@ -103,8 +107,13 @@ class GroupRecords:
             self.scores[key] += values
 
     def to_json(self) -> dict:
-        return {"dataset": self.dataset, "site": self.site, "feature": self.feature, "group": self.group,
-                "scores": self.scores}
+        return {
+            "dataset": self.dataset,
+            "site": self.site,
+            "feature": self.feature,
+            "group": self.group,
+            "scores": self.scores,
+        }
 
 
 @torch.no_grad()
@@ -132,8 +141,12 @@ def group_records(
     generator = torch.Generator().manual_seed(seed)
     records = records if records is not None else GroupRecords()
     sites = sorted({s for layer in scores.values() for s in [layer.site, *layer.predecessors.values()]})
-    for batch in tqdm(token_batches(model, corpus, batch_size=batch_size, max_tokens=max_tokens),
-                      desc=f"groups {dataset}", unit="batch", leave=False):
+    for batch in tqdm(
+        token_batches(model, corpus, batch_size=batch_size, max_tokens=max_tokens),
+        desc=f"groups {dataset}",
+        unit="batch",
+        leave=False,
+    ):
         positions = sample_positions(batch, tokens_per_text, generator)
         if not positions:
             continue
@@ -158,11 +171,12 @@ def group_records(
     return records
 
 
-def group_shares(records: GroupRecords) -> dict[str, dict[str, float]]:
-    """``{site: {group: share of that site's records}}``."""
+def group_shares(records: GroupRecords, dataset: str | None = None) -> dict[str, dict[str, float]]:
+    """``{site: {group: share of that site's records}}`` (of one ``dataset``, or all)."""
     counts: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(GROUPS)))
-    for site, group in zip(records.site, records.group, strict=True):
-        counts[site][group] += 1
+    for name, site, group in zip(records.dataset, records.site, records.group, strict=True):
+        if dataset is None or name == dataset:
+            counts[site][group] += 1
     ordered = sorted(counts, key=lambda s: Site.parse(s).order)
     return {site: dict(zip(GROUPS, (counts[site] / counts[site].sum()).tolist(), strict=True)) for site in ordered}
 
@@ -203,15 +217,28 @@ def mann_whitney(records: GroupRecords, *, alpha: float = 0.001, min_size: int =
                 if len(x) < min_size or len(y) < min_size:
                     continue
                 p = float(mannwhitneyu(x, y, alternative="two-sided").pvalue)
-                tests.append(dict(dataset=dataset, site=site, group_a=GROUPS[a], group_b=GROUPS[b], score=key,
-                                  p=p, n_a=len(x), n_b=len(y),
-                                  differs_in_module=group_contains(a, key) != group_contains(b, key)))
+                tests.append(
+                    dict(
+                        dataset=dataset,
+                        site=site,
+                        group_a=GROUPS[a],
+                        group_b=GROUPS[b],
+                        score=key,
+                        p=p,
+                        n_a=len(x),
+                        n_b=len(y),
+                        differs_in_module=group_contains(a, key) != group_contains(b, key),
+                    )
+                )
     return {"alpha": alpha, "tests": tests, "share_significant": _shares(tests, alpha)}
 
 
 def _shares(tests: list[dict], alpha: float) -> dict:
     def share(selected: list[dict]) -> dict:
-        return {"tests": len(selected), "share": (sum(t["p"] < alpha for t in selected) / len(selected)) if selected else None}
+        return {
+            "tests": len(selected),
+            "share": (sum(t["p"] < alpha for t in selected) / len(selected)) if selected else None,
+        }
 
     out: dict = {"overall": {}, "by_pair": defaultdict(dict), "module_active_in_one": {}, "module_same_in_both": {}}
     for key in PREDECESSORS:

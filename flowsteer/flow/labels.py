@@ -33,9 +33,9 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from flowsteer.flow.tokens import Corpus, token_batches
-from flowsteer.paths import atomic_dir
 from flowsteer.patching import cache_sites
 from flowsteer.patching.features import decoder_directions
+from flowsteer.paths import atomic_dir
 from flowsteer.sites import FeatureId, Site
 
 FORMAT = "flowsteer-feature-labels/1"
@@ -183,8 +183,14 @@ class FeatureLabels:
             used.update(windows[windows >= 0].unique().tolist(), promoted.unique().tolist())
         vocab = {i: model.tokenizer.decode([i]) for i in sorted(used)}
         meta = dict(
-            key=key, n_contexts=n_contexts, n_tokens=n_tokens, before=before, after=after, max_tokens=max_tokens,
-            corpus_tokens=offset, fingerprints={str(s): sae_fingerprint(saes[s]) for s in sites},
+            key=key,
+            n_contexts=n_contexts,
+            n_tokens=n_tokens,
+            before=before,
+            after=after,
+            max_tokens=max_tokens,
+            corpus_tokens=offset,
+            fingerprints={str(s): sae_fingerprint(saes[s]) for s in sites},
         )
         return cls(labelled, vocab, meta)
 

@@ -110,7 +110,9 @@ def cosine_blocks(
             total = sims if total is None else total.add_(sims)
         if len(pairs) == 2:
             total.mul_(0.5)
+        del block, sims
         yield index, total
+        del total  # free this block before the next one is computed
 
 
 @torch.no_grad()
@@ -136,6 +138,7 @@ def topk_cosine(
             value, index = block.topk(k, dim=1)
         indices.append(index.cpu())
         scores.append(value.float().cpu())
+        del block  # only one block is ever alive
     if not indices:
         return Matches(torch.zeros(0, k, dtype=torch.long), torch.zeros(0, k))
     return Matches(torch.cat(indices), torch.cat(scores))

@@ -73,7 +73,10 @@ def flow_statistics(
 def _describe(values: torch.Tensor) -> dict[str, float]:
     values = values.float()
     described = {"mean": float(values.mean())}
-    described |= {f"q{int(q * 100)}": float(v) for q, v in zip(QUANTILES, torch.quantile(values, torch.tensor(QUANTILES)))}
+    described |= {
+        f"q{int(q * 100)}": float(v)
+        for q, v in zip(QUANTILES, torch.quantile(values, torch.tensor(QUANTILES)), strict=True)
+    }
     described["share_at_least_0.5"] = float((values >= 0.5).float().mean())
     described["share_at_least_0.15"] = float((values >= 0.15).float().mean())
     return described
@@ -97,7 +100,11 @@ def summary(stats: FlowStatistics) -> dict:
             codes = stats.classes[name][site]
             entry["class_shares"][name] = {c: float((codes == i).float().mean()) for i, c in enumerate(CLASSES)}
         layers.append(entry)
-    return {"rules": {name: repr(rule) for name, rule in stats.rules.items()}, "classes": list(CLASSES), "layers": layers}
+    return {
+        "rules": {name: repr(rule) for name, rule in stats.rules.items()},
+        "classes": list(CLASSES),
+        "layers": layers,
+    }
 
 
 def save(stats: FlowStatistics, directory: str | Path) -> dict[str, Path]:

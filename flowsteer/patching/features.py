@@ -90,24 +90,30 @@ class RescaleFeatures(Intervention):
         self.register_buffer("factor", factor)
         self.register_buffer("directions", decoder_directions(sae, index).detach().clone())
 
-    def amounts(self, activation: Activation) -> Float[Tensor, "batch pos n"]:
-        """The chosen features' activations a_i(h) at every column."""
+    def amounts(self, activation: Float[Tensor, "... d"]) -> Float[Tensor, "... n"]:
+        """The chosen features' activations a_i(h)."""
         with torch.no_grad():
-            acts = self.sae.encode(activation.to(self.directions.dtype))
-        return acts[..., self.features.to(acts.device)]
+            acts = self.sae.encode(activation.to(self.directions.device, self.directions.dtype))
+        return acts[..., self.features.to(acts.device)].to(activation.device)
 
     def forward(self, activation: Activation, context: Context) -> Activation:
         factor = self.factor.to(activation.device)
-        if factor.ndim == 2:
-            if factor.shape[0] != activation.shape[0]:
-                raise ValueError(
-                    f"RescaleFeatures at {context.site}: factor has {factor.shape[0]} rows but the batch has "
-                    f"{activation.shape[0]}"
-                )
-            factor = factor[:, None, :]
-        weights = (factor - 1.0) * self.amounts(activation)
-        delta = weights @ self.directions.to(weights)
-        return activation + delta.to(activation.dtype)
+        if factor.ndim == 2 and factor.shape[0] != activation.shape[0]:
+            raise ValueError(
+                f"RescaleFeatures at {context.site}: factor has {factor.shape[0]} rows but the batch has "
+                f"{activation.shape[0]}"
+            )
+        if context.mask is None:  # every column: one dense edit
+            factor = factor[:, None, :] if factor.ndim == 2 else factor
+            delta = ((factor - 1.0) * self.amounts(activation)) @ self.directions.to(activation.device)
+            return activation + delta.to(activation.dtype)
+        rows, cols = context.mask.nonzero(as_tuple=True)  # only the edited columns are encoded
+        factor = factor[rows] if factor.ndim == 2 else factor
+        picked = activation[rows, cols]
+        delta = ((factor - 1.0) * self.amounts(picked)) @ self.directions.to(activation.device)
+        edited = activation.clone()
+        edited[rows, cols] = picked + delta.to(activation.dtype)
+        return edited
 
     def extra_repr(self) -> str:
         return f"features={len(self.features)}, factor={tuple(self.factor.shape) or float(self.factor)}"
