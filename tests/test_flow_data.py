@@ -64,6 +64,10 @@ def test_labels_hold_the_true_top_context_and_promoted_tokens(tiny, bank, tmp_pa
     assert (stored.values[:, :-1] >= stored.values[:, 1:]).all()
     logits = (sae.W_dec * tiny.ln_final.w) @ tiny.W_U
     assert torch.equal(stored.promoted[:, 0], logits.argmax(1))
+    from_batches = FeatureLabels.compute(
+        tiny, bank, token_batches(tiny, TEXTS, batch_size=3), sites=sites, n_contexts=3, before=4, after=1
+    )
+    assert torch.equal(from_batches.sites[site].windows, stored.windows)  # TokenBatch iterators work as corpora
     feature = f"2/res/{int(best.argmax())}"
     label, context = labels(feature)
     assert label and "⟦" in context and len(labels.contexts(feature)) >= 1

@@ -36,7 +36,10 @@ def _describe(labels: Labeler, feature: FeatureId) -> dict[str, str]:
     if labels is None:
         return {"label": ""}
     if callable(labels):
-        label, context = labels(feature)
+        try:
+            label, context = labels(feature)
+        except KeyError:  # no labels for this site
+            return {"label": ""}
         return {"label": label, "context": context}
     return {"label": labels.get(str(feature), "")}
 

@@ -204,7 +204,8 @@ def load_or_compute(
     try:
         cached = FeatureLabels.load(directory)
         wanted = {str(s): sae_fingerprint(saes[s]) for s in sites}
-        same_options = all(cached.meta.get(k) == v for k, v in options.items() if k != "sites")
+        recorded = ("n_contexts", "n_tokens", "before", "after", "max_tokens")
+        same_options = all(cached.meta.get(k) == v for k, v in options.items() if k in recorded)
         if cached.meta.get("key") == key and cached.meta["fingerprints"] == wanted and same_options:
             return cached
     except (FileNotFoundError, ValueError, KeyError):
@@ -243,7 +244,7 @@ def _windows(
     index = hits[..., None] + torch.arange(-before, after + 1)
     valid = (index >= low[..., None]) & (index < high[..., None]) & (hits[..., None] >= 0)
     windows = corpus_tokens[index.clamp(0, len(corpus_tokens) - 1)].long()
-    return torch.where(valid, windows, torch.full_like(windows, -1))
+    return torch.where(valid, windows, torch.full_like(windows, -1)).int()
 
 
 @torch.no_grad()
@@ -266,4 +267,4 @@ def promoted_tokens(
         value, index = logits.topk(n, dim=-1)
         ids.append(index.cpu())
         values.append(value.cpu())
-    return torch.cat(ids), torch.cat(values)
+    return torch.cat(ids).int(), torch.cat(values)

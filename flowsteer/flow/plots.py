@@ -68,6 +68,7 @@ def plot_class_shares(stats: FlowStatistics, path: str | Path) -> Path:
             bottom += share
         ax.set_ylabel(f"share ({rule})")
         ax.set_ylim(0, 1)
+        ax.set_xticks(layers)
     axes[0].legend(fontsize=7, ncols=4, loc="lower left", bbox_to_anchor=(0, 1.0))
     axes[-1].set_xlabel("layer")
     return _save(figure, path)
@@ -86,6 +87,7 @@ def plot_group_shares(shares: Mapping[str, Mapping[str, float]], path: str | Pat
         ax.bar(layers, share, bottom=bottom, color=colours(i), label=group, width=0.8)
         bottom += share
     ax.set_ylim(0, 1)
+    ax.set_xticks(layers)
     ax.set_xlabel("layer")
     ax.set_ylabel("share of active features")
     ax.legend(fontsize=7, ncols=4, loc="lower left", bbox_to_anchor=(0, 1.0))
