@@ -22,7 +22,7 @@ from itertools import combinations
 
 import numpy as np
 import torch
-from jaxtyping import Int
+from jaxtyping import Bool, Int
 from scipy.stats import mannwhitneyu
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -76,7 +76,7 @@ def candidates(
     raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
 
 
-def active_predecessors(acts: Tensor, rows: Int[Tensor, " n"], cands: Int[Tensor, "n c"]) -> torch.BoolTensor:
+def active_predecessors(acts: Tensor, rows: Int[Tensor, " n"], cands: Int[Tensor, "n c"]) -> Bool[Tensor, " n"]:
     """Whether any candidate predecessor is active (> 0) in the matching row of ``acts`` [tokens, F]."""
     valid = cands >= 0
     picked = acts[rows[:, None], cands.clamp(min=0)]
@@ -105,15 +105,6 @@ class GroupRecords:
         for key in PREDECESSORS:
             values = scores[key].tolist() if key in scores else [float("nan")] * n
             self.scores[key] += values
-
-    def to_json(self) -> dict:
-        return {
-            "dataset": self.dataset,
-            "site": self.site,
-            "feature": self.feature,
-            "group": self.group,
-            "scores": self.scores,
-        }
 
 
 @torch.no_grad()

@@ -3,8 +3,6 @@ kept next to the code so every analysis reports its result beside the paper's.""
 
 from __future__ import annotations
 
-from flowsteer.flow.groups import GROUPS
-
 # Table 1: deactivation by matching method (1,894 features over two layers).
 TABLE_1 = {
     "top-1 cosine": {"mean_activation_change": 0.75, "success_rate": 0.65},
@@ -18,7 +16,8 @@ MLP_VS_MLP_ATT = {"res": 0.67, "mlp": 0.72, "att": 1.00}
 MLP_ACTIVE_IN_BOTH_DIFFER_IN_RES = 0.87
 ALPHA = 0.001
 
-# Fig. 13: P(a feature seen in group A (row) is also seen in group B (column)), over all layers.
+# Fig. 13: P(a feature seen in group A (row) is also seen in group B (column)), over all layers;
+# rows and columns in the order of flowsteer.flow.groups.GROUPS.
 FIG_13 = [
     [1, 0.49, 0.32, 0.19, 0.26, 0.17, 0.10, 0.11],
     [0.72, 1, 0.29, 0.20, 0.33, 0.22, 0.091, 0.13],
@@ -29,10 +28,6 @@ FIG_13 = [
     [0.82, 0.51, 0.67, 0.57, 0.46, 0.37, 1, 0.42],
     [0.74, 0.62, 0.50, 0.47, 0.53, 0.50, 0.37, 1],
 ]
-FIG_13_ORDER = GROUPS  # rows and columns, in this order
-
-# App. C.1: layer segments of the group dynamics (Gemma 2 2B, 26 layers; Llama-3.1-8B, 32 layers).
-SEGMENTS = {"gemma-2-2b": [(0, 5), (6, 15), (16, 25)], "llama-3.1-8b": [(0, 8), (9, 16), (17, 31)]}
 
 # §5.2: deactivation layers (of 26) and sample sizes.
 DEACTIVATION_LAYERS = (6, 12, 18)

@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from flowsteer.flow.bank import PREDECESSORS, predecessor_sites, scored_sites
+from flowsteer.flow.bank import predecessor_sites, scored_sites
 from flowsteer.flow.folding import Weights
 from flowsteer.flow.matching import CHUNK_BYTES, Matches, permutation_match, topk_cosine
 from flowsteer.sites import Site
@@ -92,7 +92,3 @@ def model_scores(
         site: layer_scores(saes, site, k=k, weights=weights, chunk_bytes=chunk_bytes) for site in scored_sites(saes)
     }
 
-
-def missing_predecessors(scores: LayerScores) -> list[str]:
-    """The predecessor kinds without an SAE for this layer (their scores are absent, treated as low)."""
-    return [key for key in PREDECESSORS if key not in scores.matches]
