@@ -91,4 +91,3 @@ def model_scores(
     return {
         site: layer_scores(saes, site, k=k, weights=weights, chunk_bytes=chunk_bytes) for site in scored_sites(saes)
     }
-
