@@ -6,6 +6,7 @@ hooks live only for the duration of each call.
 """
 
 from flowsteer.patching.effects import EffectLog, PatchEffect
+from flowsteer.patching.features import RescaleFeatures, decoder_directions
 from flowsteer.patching.generate import Generation, generate_with_patches, sample_next
 from flowsteer.patching.hooks import HookSession, SiteActivations
 from flowsteer.patching.inputs import Inputs, TokenBatch, encode, encode_pair
@@ -21,7 +22,7 @@ from flowsteer.patching.interventions import (
     Scale,
 )
 from flowsteer.patching.patch import Patch
-from flowsteer.patching.run import cache_sites, interchange, patching_sweep, run_with_patches
+from flowsteer.patching.run import cache_sites, interchange, patching_sweep, run_from_layer, run_with_patches
 
 __all__ = [
     "AddVector",
@@ -38,15 +39,18 @@ __all__ = [
     "PatchEffect",
     "ProjectOut",
     "Replace",
+    "RescaleFeatures",
     "Scale",
     "SiteActivations",
     "TokenBatch",
     "cache_sites",
+    "decoder_directions",
     "encode",
     "encode_pair",
     "generate_with_patches",
     "interchange",
     "patching_sweep",
+    "run_from_layer",
     "run_with_patches",
     "sample_next",
 ]

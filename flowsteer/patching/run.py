@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from jaxtyping import Float
@@ -12,7 +12,7 @@ from transformer_lens import HookedTransformer
 from flowsteer.patching.effects import EffectLog
 from flowsteer.patching.hooks import HookSession, SiteActivations
 from flowsteer.patching.inputs import Inputs, TokenBatch, encode, encode_pair
-from flowsteer.patching.interventions import FromSource
+from flowsteer.patching.interventions import Activation, FromSource
 from flowsteer.patching.patch import Patch
 from flowsteer.sites import Site
 
@@ -114,6 +114,52 @@ def _check_source_covers(session: HookSession, base: TokenBatch, source: TokenBa
                 )
 
 
+def run_from_layer(
+    model: HookedTransformer,
+    inputs: Inputs,
+    resid_pre: Float[Tensor, "batch pos d_model"],
+    layer: int,
+    patches: Sequence[Patch] = (),
+    *,
+    stop_at_layer: int | None = None,
+    cache: Iterable[Site | str] | None = None,
+    record: EffectLog | None = None,
+    sources: Mapping[Site, Activation] | None = None,
+) -> Tensor | tuple[Tensor, SiteActivations]:
+    """Continue a forward pass from ``resid_pre``, the residual stream entering block ``layer``.
+
+    ``inputs`` (the tokens the residual stream came from) give the attention mask and the positions
+    patches select. Blocks before ``layer`` do not run, so patches and cached sites must lie at or
+    after ``blocks.{layer}.hook_resid_pre``: edit ``{layer-1}/res`` as ``{layer}/pre`` (the same
+    activation). Returns the logits, or the residual stream leaving block ``stop_at_layer - 1``
+    when ``stop_at_layer`` is given (plus the cached activations when ``cache`` is given). Many
+    patched variants of one prompt then cost only the blocks after the first edit. ``sources``
+    (activations of a source run, aligned column by column) reach interventions as ``context.source``.
+    """
+    batch = encode(model, inputs)
+    if resid_pre.shape[:2] != batch.tokens.shape:
+        raise ValueError(
+            f"resid_pre has shape {tuple(resid_pre.shape)} but the inputs are [batch, pos] = "
+            f"{tuple(batch.tokens.shape)}; pass the residual stream of exactly these inputs"
+        )
+    session = HookSession(model, patches, cache or (), record)
+    session.sources = dict(sources or {})
+    early = sorted(site for site in session.sites if site.order < Site(layer, "resid_pre").order)
+    if early:
+        raise ValueError(
+            f"run_from_layer starts at block {layer}, so sites {[str(s) for s in early]} never run; "
+            f"patch {layer}/pre instead of {layer - 1}/res, or start at an earlier layer"
+        )
+    if stop_at_layer is not None and session.sites and session.last_layer >= stop_at_layer:
+        raise ValueError(f"a patched or cached site lies at or after stop_at_layer={stop_at_layer}")
+    session.set_chunk(batch.positions, batch.prompt_lengths)
+    with session.attached():
+        out = model(
+            resid_pre, start_at_layer=layer, stop_at_layer=stop_at_layer, attention_mask=batch.attention_mask
+        )
+    return (out, _activations(session, batch)) if cache is not None else out
+
+
 def patching_sweep(
     model: HookedTransformer,
     base: Inputs,
@@ -138,15 +184,11 @@ def patching_sweep(
     resid = cache_sites(model, base_batch, [Site(layer, "resid_pre") for layer in starts])
     results = torch.zeros(len(sites), len(positions))
     for i, site in enumerate(sites):
+        start = resid[Site(site.layer, "resid_pre")]
         for j, position in enumerate(positions):
-            session = HookSession(model, [Patch(site, FromSource(), [position])])
-            session.sources = {site: source_acts[site]}
-            session.set_chunk(base_batch.positions, base_batch.prompt_lengths)
-            with session.attached():
-                logits = model(
-                    resid[Site(site.layer, "resid_pre")],
-                    start_at_layer=site.layer,
-                    attention_mask=base_batch.attention_mask,
-                )
+            patch = Patch(site, FromSource(), [position])
+            logits = run_from_layer(
+                model, base_batch, start, site.layer, [patch], sources={site: source_acts[site]}
+            )
             results[i, j] = metric(logits).detach().float().cpu()
     return results

@@ -1,0 +1,363 @@
+"""Causal deactivation of predecessors (Feature Flow, arXiv 2502.03032, §5.2, App. A.2, Table 1).
+
+For a residual feature active at a token (the target), its matched predecessors that are active at
+the same token are rescaled with h <- h + (r - 1)·a·v (`RescaleFeatures`, r = 0 removes them) at
+their own sites and only at that token; then the target's activation is read again.
+
+    success rate       = (targets deactivated, z_new = 0) / (targets with an active predecessor)
+    activation change  = 1 - z_new / z_old, averaged over the same targets
+
+Protocol: ``tokens_per_text`` random tokens per text (first token skipped), at each layer up to
+``max_targets`` active target features sampled among those with an active top-1 predecessor (the
+"From nowhere" ones are excluded, as in the paper); every strategy (`groups.STRATEGIES`) is
+evaluated on the same targets. ``exhaustive`` (optional, costly) tries every active feature of
+each predecessor site alone, keeps per site the one that lowers the target most, and rescales
+those together: a greedy "best one feature per site" reference (this digest's reading of the
+paper's exhaustive search, whose exact definition is not given).
+
+Each text's tokens are cut after the edited token and only the block that computes the target
+runs (`run_from_layer`), with all edits of one token batched as rows. The r sweep (`rescale_sweep`)
+rescales all active top-1 predecessors by each r and also reports the relative change of the
+next-token loss over the ``horizon`` tokens from the edited one on, (L_new - L_old) / L_old.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from flowsteer.flow.bank import stream_position
+from flowsteer.flow.groups import BITS, GROUP_OF_BITS, GROUPS, STRATEGIES, candidates
+from flowsteer.flow.scores import LayerScores
+from flowsteer.flow.tokens import Corpus, sample_positions, token_batches
+from flowsteer.patching import Patch, TokenBatch, cache_sites
+from flowsteer.patching.features import RescaleFeatures
+from flowsteer.patching.run import run_from_layer
+from flowsteer.sites import Site
+
+Edit = dict[Site, list[int]]  # features to rescale at each predecessor site
+
+
+@dataclass
+class Record:
+    """One target feature under one strategy (or one r of the sweep)."""
+
+    site: str
+    feature: int
+    text: int
+    position: int
+    group: str  # under top-1 matching
+    strategy: str
+    edited: int  # predecessor features rescaled (0: none active, the target does not count)
+    r: float
+    z_old: float
+    z_new: float
+    loss_old: float | None = None
+    loss_new: float | None = None
+
+    @property
+    def deactivated(self) -> bool:
+        return self.z_new <= 0
+
+    @property
+    def activation_change(self) -> float:
+        return 1.0 - self.z_new / self.z_old
+
+
+def _start_block(site: Site) -> int:
+    return stream_position(site) - 1
+
+
+def rescale_patches(
+    saes: Mapping[Site, object], rows: Sequence[tuple[Edit, float]], position: int, start: int
+) -> list[Patch]:
+    """One `RescaleFeatures` patch per site for a batch whose row i applies ``rows[i]`` = (edit, r) at
+    ``position``; a site before block ``start`` (the previous residual) is patched as ``start/pre``."""
+    sites = sorted({site for edit, _ in rows for site in edit})
+    patches = []
+    for site in sites:
+        features = sorted({f for edit, _ in rows for f in edit.get(site, [])})
+        column = {f: i for i, f in enumerate(features)}
+        factor = torch.ones(len(rows), len(features))
+        for i, (edit, r) in enumerate(rows):
+            for f in edit.get(site, []):
+                factor[i, column[f]] = r
+        where = Site(start, "resid_pre") if site.order < Site(start, "resid_pre").order else site
+        patches.append(Patch(where, RescaleFeatures(saes[site], features, factor), [position]))
+    return patches
+
+
+@torch.no_grad()
+def _run_rows(model, saes, tokens, resid_pre, site, start, position, rows, *, logits: bool = False):
+    """Target-site feature activations at ``position`` (and logits if asked) for each edited row."""
+    n = len(rows)
+    batch = TokenBatch(tokens.expand(n, -1), torch.ones(n, tokens.shape[1], dtype=torch.long))
+    out, acts = run_from_layer(
+        model,
+        batch,
+        resid_pre.expand(n, -1, -1),
+        start,
+        rescale_patches(saes, rows, position, start),
+        cache=[site],
+        stop_at_layer=None if logits else start + 1,
+    )
+    encoded = saes[site].encode(acts[site][:, position].to(saes[site].W_dec)).cpu()
+    return encoded, (out if logits else None)
+
+
+def _active(acts: dict[str, torch.Tensor], layer: LayerScores, target: int, strategy: str, gen) -> Edit:
+    edit: Edit = {}
+    for key, pred in layer.predecessors.items():
+        cands = candidates(layer, key, torch.tensor([target]), strategy, gen)[0]
+        on = [int(j) for j in cands.tolist() if j >= 0 and acts[key][j] > 0]
+        if on:
+            edit[pred] = sorted(set(on))
+    return edit
+
+
+def _top1_group(acts, layer, target, gen) -> int:
+    edit = _active(acts, layer, target, "top1", gen)
+    bits = sum(BITS[key] for key, pred in layer.predecessors.items() if pred in edit)
+    return int(GROUP_OF_BITS[bits])
+
+
+def _targets(z, acts, layer, max_targets, gen) -> list[tuple[int, int]]:
+    """(feature, top-1 group) of up to ``max_targets`` active features that are not "From nowhere"."""
+    active = z.nonzero().flatten()
+    active = active[torch.randperm(len(active), generator=gen)].tolist()
+    chosen = []
+    for feature in active:
+        group = _top1_group(acts, layer, feature, gen)
+        if group != 0:
+            chosen.append((feature, group))
+        if len(chosen) == max_targets:
+            break
+    return chosen
+
+
+def _texts(model, corpus, max_tokens):
+    for i, batch in enumerate(token_batches(model, corpus, batch_size=1, max_tokens=max_tokens)):
+        yield i, batch.tokens[:, batch.attention_mask[0].bool()]
+
+
+@torch.no_grad()
+def deactivation_records(
+    model: HookedTransformer,
+    saes: Mapping[Site, object],
+    scores: Mapping[Site, LayerScores],
+    corpus: Corpus,
+    *,
+    strategies: Sequence[str] = STRATEGIES,
+    r: float = 0.0,
+    tokens_per_text: int = 5,
+    max_targets: int = 25,
+    exhaustive: int = 0,
+    max_tokens: int = 128,
+    seed: int = 0,
+) -> list[Record]:
+    """Table-1 experiment: a `Record` per target feature and strategy (see the module docstring).
+
+    ``scores``: `layer_scores` of the target layers with k >= 5 (and `add_permutations` when
+    ``permutation`` is among the strategies). ``exhaustive``: targets per layer and token that also
+    get the exhaustive reference (0 = none).
+    """
+    for strategy in strategies:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; use {', '.join(STRATEGIES)}")
+    gen = torch.Generator().manual_seed(seed)
+    records: list[Record] = []
+    sites = sorted(
+        {s for layer in scores.values() for s in [layer.site, *layer.predecessors.values()]}
+        | {Site(_start_block(site), "resid_pre") for site in scores}
+    )
+    for text, tokens in tqdm(_texts(model, corpus, max_tokens), desc="deactivation", unit="text", leave=False):
+        clean = cache_sites(model, tokens, sites)
+        for _, position in sample_positions(TokenBatch(tokens, torch.ones_like(tokens)), tokens_per_text, gen):
+            for site, layer in scores.items():
+                start = _start_block(site)
+                encode = {
+                    s: saes[s].encode(clean[s][0, position].to(saes[s].W_dec)).cpu()
+                    for s in [site, *layer.predecessors.values()]
+                }
+                z = encode[site]
+                acts = {key: encode[pred] for key, pred in layer.predecessors.items()}
+                rows, meta = [], []
+                for number, (feature, group) in enumerate(_targets(z, acts, layer, max_targets, gen)):
+                    base = Record(str(site), feature, text, position, GROUPS[group], "", 0, r, float(z[feature]), 0.0)
+                    for strategy in strategies:
+                        edit = _active(acts, layer, feature, strategy, gen)
+                        record = replace(base, strategy=strategy, edited=sum(map(len, edit.values())))
+                        records.append(record)
+                        if edit:
+                            rows.append((edit, r))
+                            meta.append(record)
+                        else:
+                            record.z_new = record.z_old
+                    if number < exhaustive:
+                        records.append(
+                            _exhaustive(model, saes, tokens, clean, site, layer, start, position, base, acts, r)
+                        )
+                if rows:
+                    args = (tokens[:, : position + 1], clean[Site(start, "resid_pre")][:, : position + 1])
+                    new, _ = _run_rows(model, saes, *args, site, start, position, rows)
+                    for i, record in enumerate(meta):
+                        record.z_new = float(new[i, record.feature])
+    return records
+
+
+def _exhaustive(model, saes, tokens, clean, site, layer, start, position, base, acts, r) -> Record:
+    """Greedy best single feature per predecessor site, then those rescaled together."""
+    singles = [
+        ({pred: [j]}, r) for key, pred in layer.predecessors.items() for j in acts[key].nonzero().flatten().tolist()
+    ]
+    args = (tokens[:, : position + 1], clean[Site(start, "resid_pre")][:, : position + 1])
+    best: dict[Site, tuple[float, int]] = {}
+    for chunk in range(0, len(singles), 256):
+        rows = singles[chunk : chunk + 256]
+        new, _ = _run_rows(model, saes, *args, site, start, position, rows)
+        for (edit, _), value in zip(rows, new[:, base.feature].tolist(), strict=True):
+            ((pred, (j,)),) = edit.items()
+            if value < base.z_old and (pred not in best or value < best[pred][0]):
+                best[pred] = (value, j)
+    edit = {pred: [j] for pred, (_, j) in best.items()}
+    record = replace(base, strategy="exhaustive", edited=len(edit))
+    if edit:
+        new, _ = _run_rows(model, saes, *args, site, start, position, [(edit, r)])
+        record.z_new = float(new[0, base.feature])
+    else:
+        record.z_new = record.z_old
+    return record
+
+
+@torch.no_grad()
+def rescale_sweep(
+    model: HookedTransformer,
+    saes: Mapping[Site, object],
+    scores: Mapping[Site, LayerScores],
+    corpus: Corpus,
+    r_values: Sequence[float],
+    *,
+    tokens_per_text: int = 2,
+    max_targets: int = 5,
+    horizon: int = 32,
+    max_tokens: int = 128,
+    seed: int = 0,
+) -> list[Record]:
+    """Rescale all active top-1 predecessors of sampled targets by each r: activation change,
+    deactivation and next-token loss over ``horizon`` tokens from the edited one (Fig. 7)."""
+    gen = torch.Generator().manual_seed(seed)
+    records: list[Record] = []
+    sites = sorted(
+        {s for layer in scores.values() for s in [layer.site, *layer.predecessors.values()]}
+        | {Site(_start_block(site), "resid_pre") for site in scores}
+    )
+    for text, tokens in tqdm(_texts(model, corpus, max_tokens), desc="r sweep", unit="text", leave=False):
+        clean = cache_sites(model, tokens, sites)
+        head = tokens[:, :-1]  # the edited token needs a next token to score the loss on
+        for _, position in sample_positions(TokenBatch(head, torch.ones_like(head)), tokens_per_text, gen):
+            end = min(tokens.shape[1], position + 1 + horizon)
+            window = tokens[:, :end]
+            for site, layer in scores.items():
+                start = _start_block(site)
+                encode = {
+                    s: saes[s].encode(clean[s][0, position].to(saes[s].W_dec)).cpu()
+                    for s in [site, *layer.predecessors.values()]
+                }
+                acts = {key: encode[pred] for key, pred in layer.predecessors.items()}
+                targets = _targets(encode[site], acts, layer, max_targets, gen)
+                rows, meta = [({}, 1.0)], []
+                for feature, group in targets:
+                    edit = _active(acts, layer, feature, "top1", gen)
+                    for r in r_values:
+                        rows.append((edit, float(r)))
+                        meta.append(
+                            Record(
+                                str(site),
+                                feature,
+                                text,
+                                position,
+                                GROUPS[group],
+                                "top1",
+                                sum(map(len, edit.values())),
+                                float(r),
+                                float(encode[site][feature]),
+                                0.0,
+                            )
+                        )
+                if not meta:
+                    continue
+                resid = clean[Site(start, "resid_pre")][:, :end]
+                new, logits = _run_rows(model, saes, window, resid, site, start, position, rows, logits=True)
+                losses = _next_token_loss(logits, window, position)
+                for i, record in enumerate(meta, start=1):
+                    record.z_new = float(new[i, record.feature])
+                    record.loss_old, record.loss_new = float(losses[0]), float(losses[i])
+                records.extend(meta)
+    return records
+
+
+def _next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, position: int) -> torch.Tensor:
+    """Mean cross-entropy of predicting tokens position+1 ... end, per row."""
+    predicted = logits[:, position:-1].float()
+    targets = tokens[0, position + 1 :].to(predicted.device).expand(len(predicted), -1)
+    return F.cross_entropy(predicted.transpose(1, 2), targets, reduction="none").mean(1).cpu()
+
+
+def summarize(records: Sequence[Record]) -> dict:
+    """Per strategy (and per target site): targets with an active predecessor, success rate and mean
+    activation change over them (the paper's definitions), how many targets had no active
+    predecessor under that strategy, and the success rate over all sampled targets."""
+
+    def stats(selected: list[Record]) -> dict:
+        counted = [rec for rec in selected if rec.edited]
+        if not counted:
+            return {
+                "targets": 0,
+                "no_active_predecessor": len(selected),
+                "success_rate": None,
+                "mean_activation_change": None,
+                "success_rate_all_targets": 0.0 if selected else None,
+            }
+        return {
+            "targets": len(counted),
+            "no_active_predecessor": len(selected) - len(counted),
+            "success_rate": sum(rec.deactivated for rec in counted) / len(counted),
+            "mean_activation_change": sum(rec.activation_change for rec in counted) / len(counted),
+            # targets without an active predecessor count as failures here, so strategies compare on one base
+            "success_rate_all_targets": sum(rec.deactivated for rec in counted) / len(selected),
+        }
+
+    out = {}
+    for strategy in dict.fromkeys(rec.strategy for rec in records):
+        mine = [rec for rec in records if rec.strategy == strategy]
+        sites = sorted({rec.site for rec in mine}, key=lambda s: Site.parse(s).order)
+        out[strategy] = stats(mine) | {"per_site": {s: stats([rec for rec in mine if rec.site == s]) for s in sites}}
+    return out
+
+
+def sweep_summary(records: Sequence[Record]) -> dict:
+    """Per r (and per top-1 group): mean activation change, share deactivated, mean relative loss change."""
+
+    def stats(selected: list[Record]) -> dict:
+        return {
+            "targets": len(selected),
+            "activation_change": sum(rec.activation_change for rec in selected) / len(selected),
+            "deactivated": sum(rec.deactivated for rec in selected) / len(selected),
+            "relative_loss_change": sum((rec.loss_new - rec.loss_old) / rec.loss_old for rec in selected)
+            / len(selected),
+        }
+
+    counted = [rec for rec in records if rec.edited]
+    out = {}
+    for r in sorted({rec.r for rec in counted}):
+        mine = [rec for rec in counted if rec.r == r]
+        groups = {
+            g: stats([rec for rec in mine if rec.group == g]) for g in GROUPS if any(rec.group == g for rec in mine)
+        }
+        out[str(r)] = stats(mine) | {"per_group": groups}
+    return out
