@@ -20,6 +20,7 @@ from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.utilities.activation_functions import apply_softcap
 
+from flowsteer.display import markdown_table
 from flowsteer.models.decode import DecodeCache, uses_fast_decode
 from flowsteer.patching.effects import EffectLog
 from flowsteer.patching.hooks import HookSession
@@ -42,6 +43,9 @@ class Generation:
 
     def __iter__(self):
         return iter(self.texts)
+
+    def _repr_markdown_(self) -> str:
+        return markdown_table(["#", "text"], enumerate(self.texts))
 
 
 def sample_next(

@@ -22,6 +22,7 @@ import torch
 from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
+from flowsteer.display import markdown_table
 from flowsteer.paths import atomic_dir, write_json
 from flowsteer.sites import Site, SiteError
 
@@ -89,6 +90,19 @@ class SAEBank(Mapping[Site, SAE]):
     def __repr__(self) -> str:
         sites = ", ".join(str(s) for s in self)
         return f"SAEBank({len(self)} SAEs: {sites})"
+
+    def _repr_markdown_(self) -> str:
+        metrics = self.info.get("metrics", {})
+        headers = ["site", "hook", "architecture", "d_in", "d_sae", "explained variance", "L0", "dead",
+                   "CE loss recovered"]
+        rows = []
+        for site, sae in self.items():
+            m = metrics.get(str(site), {})
+            rows.append([site, site.hook_name, sae.cfg.architecture(), sae.cfg.d_in, sae.cfg.d_sae,
+                         m.get("explained_variance", "-"), m.get("l0", "-"), m.get("dead_fraction", "-"),
+                         m.get("ce_loss_recovered", "-")])
+        title = f"**SAEBank** of `{self.model_name}`" if self.model_name else "**SAEBank**"
+        return f"{title}: {len(self)} SAEs\n\n" + markdown_table(headers, rows)
 
     @property
     def sites(self) -> list[Site]:

@@ -23,6 +23,7 @@ from sae_lens import SAE
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from flowsteer.display import markdown_table
 from flowsteer.patching import Patch, Scale, cache_sites, run_with_patches
 from flowsteer.saes.bank import SAEBank
 from flowsteer.saes.splice import SAEReconstruction
@@ -109,7 +110,7 @@ def evaluate_bank(
     ce_tokens: int = 4_096,
     batch_size: int = 32,
     skip_positions: int = 1,
-) -> dict[str, dict[str, float]]:
+) -> BankMetrics:
     """Every metric for every SAE of ``bank`` on held-out chunks (default: the corpus's eval split).
 
     Reconstruction metrics use the first ``eval_tokens`` activations per site (one forward pass for
@@ -134,21 +135,25 @@ def evaluate_bank(
     for site, ce in ce_losses(model, bank, chunks[:n_ce], batch_size=batch_size // 2 or 1,
                               skip_positions=skip_positions).items():
         results[site].update(ce)
-    return results
+    return BankMetrics(results)
 
 
 def metrics_markdown(results: dict[str, dict[str, float]]) -> str:
     """A Markdown table of `evaluate_bank` results, one row per site."""
-    lines = [
-        "| site | explained variance | MSE | L0 | dead | CE clean | CE with SAE | CE zero-ablated "
-        "| CE loss recovered |",
-        "|---|---|---|---|---|---|---|---|---|",
+    headers = ["site", "explained variance", "MSE", "L0", "dead", "CE clean", "CE with SAE", "CE zero-ablated",
+               "CE loss recovered"]
+    nan = float("nan")
+    rows = [
+        [site, m["explained_variance"], f"{m['mse']:.2f}", f"{m['l0']:.1f}", f"{100 * m['dead_fraction']:.1f}%",
+         m.get("ce_clean", nan), m.get("ce_sae", nan), m.get("ce_zero_ablated", nan), m.get("ce_loss_recovered", nan)]
+        for site, m in results.items()
     ]
-    for site, m in results.items():
-        lines.append(
-            f"| {site} | {m['explained_variance']:.3f} | {m['mse']:.2f} | {m['l0']:.1f} | "
-            f"{100 * m['dead_fraction']:.1f}% | {m.get('ce_clean', float('nan')):.3f} | "
-            f"{m.get('ce_sae', float('nan')):.3f} | {m.get('ce_zero_ablated', float('nan')):.3f} | "
-            f"{m.get('ce_loss_recovered', float('nan')):.3f} |"
-        )
-    return "\n".join(lines) + "\n"
+    return markdown_table(headers, rows)
+
+
+class BankMetrics(dict):
+    """`evaluate_bank`'s result: ``{site: {metric: value}}`` (a plain, JSON-able dict) shown as a table in
+    notebooks."""
+
+    def _repr_markdown_(self) -> str:
+        return metrics_markdown(self)
