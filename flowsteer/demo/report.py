@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from transformer_lens import HookedTransformer
 
@@ -13,13 +14,43 @@ from flowsteer.paths import atomic_file
 
 
 @dataclass
+class DemoSettings:
+    """Sizes of the demo's work. The defaults fit the 15-minute budget on 2 CPU cores; `quick` is for tests
+    on the tiny model.
+
+    Attributes:
+        bank_layers, bank_kinds: the band of SAEs trained (or reused from the cache).
+        bank_tokens: training activations per SAE.
+        sae_width, sae_k: TopK SAE latents and active latents.
+        chunks: token chunks to train on (default: the corpus); tests pass random tokens.
+        eval_tokens: held-out activations per site for the bank's metrics.
+    """
+
+    bank_layers: tuple[int, ...] = (8, 9, 10, 11, 12)
+    bank_kinds: tuple[str, ...] = ("res", "mlp", "att")
+    bank_tokens: int = 150_000
+    sae_width: int = 2304
+    sae_k: int = 32
+    chunks: Any = None
+    eval_tokens: int = 8_192
+
+    @classmethod
+    def quick(cls, chunks: Any) -> DemoSettings:
+        return cls(bank_layers=(1, 2, 3), bank_tokens=4096, sae_width=96, sae_k=6, chunks=chunks, eval_tokens=512)
+
+
+@dataclass
 class DemoContext:
-    """What sections share: the output folder, the model, and the report being written."""
+    """What sections share: the output folder, the model, the settings, the report being written and the
+    objects one section makes for the next (the SAE bank, the flow graph)."""
 
     out: Path
     model: HookedTransformer
+    settings: DemoSettings = field(default_factory=DemoSettings)
     lines: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    bank: Any = None
+    flow: Any = None
 
     def section(self, title: str) -> None:
         self.lines += ["", f"## {title}", ""]
@@ -36,11 +67,16 @@ class DemoContext:
 Section = Callable[[DemoContext], None]
 
 
-def run_demo(out: str | Path, model: HookedTransformer, sections: list[tuple[str, Section]]) -> Path:
+def run_demo(
+    out: str | Path,
+    model: HookedTransformer,
+    sections: list[tuple[str, Section]],
+    settings: DemoSettings | None = None,
+) -> Path:
     """Run ``sections`` on ``model`` and write ``out/report.md``; returns the report's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    context = DemoContext(out, model)
+    context = DemoContext(out, model, settings or DemoSettings())
     context.write("# flowsteer demo report", "", f"Model: `{model.cfg.model_name}`, {model.cfg.n_layers} layers, "
                   f"d_model {model.cfg.d_model}, on {model.cfg.device}.")
     for name, section in sections:
