@@ -28,7 +28,7 @@ from flowsteer.flow.groups import (
     GROUPS,
     STRATEGIES,
     group_contains,
-    group_records,
+    group_records_by_strategy,
     group_shares,
     mann_whitney,
     transition_matrix,
@@ -114,22 +114,23 @@ def main(argv: list[str] | None = None) -> dict:
         "strategies": {},
     }
     all_tests = []
+    by_strategy = None
+    for name, texts in data.items():
+        by_strategy = group_records_by_strategy(
+            model,
+            saes,
+            scores,
+            texts,
+            strategies=args.strategies,
+            dataset=name,
+            seed=args.seed,
+            tokens_per_text=args.tokens_per_text,
+            max_features=args.max_features,
+            max_tokens=args.max_tokens,
+            records=by_strategy,
+        )
     for strategy in args.strategies:
-        records = None
-        for name, texts in data.items():
-            records = group_records(
-                model,
-                saes,
-                scores,
-                texts,
-                dataset=name,
-                strategy=strategy,
-                seed=args.seed,
-                tokens_per_text=args.tokens_per_text,
-                max_features=args.max_features,
-                max_tokens=args.max_tokens,
-                records=records,
-            )
+        records = by_strategy[strategy]
         counts = np.bincount(np.asarray(records.group, dtype=int), minlength=len(GROUPS))
         entry = {
             "records": len(records),
