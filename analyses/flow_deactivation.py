@@ -9,7 +9,8 @@ only; success rate and mean activation change are reported next to the paper's T
 sweep rescales all active top-1 predecessors by each r and adds the relative change of the
 next-token loss.
 
-Writes ``OUT/flow_deactivation.json`` (summary, comparison, sweep, every record) and figures
+Writes ``OUT/flow_deactivation.json`` (summary, comparison, sweep), every record to
+``OUT/flow_deactivation_records.json`` (large; not kept in git) and figures
 ``OUT/flow_deactivation.png`` and ``OUT/flow_sweep.png``.
 
     python analyses/flow_deactivation.py --saes DIR --corpus texts.txt [--texts 35] [--exhaustive 3]
@@ -159,11 +160,11 @@ def main(argv: list[str] | None = None) -> dict:
         "comparison": comparison(summary),
         "diagnostics": diagnostics(scores, records),
         "sweep": sweep_result,
-        "records": [asdict(rec) for rec in records],
-        "sweep_records": [asdict(rec) for rec in sweep],
         "seconds": time.perf_counter() - start,
     }
     write_json(out / "flow_deactivation.json", result)
+    raw = {"records": [asdict(rec) for rec in records], "sweep_records": [asdict(rec) for rec in sweep]}
+    write_json(out / "flow_deactivation_records.json", raw)
     plots.plot_deactivation(summary, paper.TABLE_1, out / "flow_deactivation.png")
     if sweep_result:
         plots.plot_sweep(sweep_result, out / "flow_sweep.png")

@@ -22,13 +22,13 @@ import numpy as np
 import torch
 
 from flowsteer.flow import paper, plots
-from flowsteer.flow.bank import scored_sites
+from flowsteer.flow.bank import PREDECESSORS, predecessor_sites, scored_sites
 from flowsteer.flow.groups import (
     BITS,
     GROUPS,
     STRATEGIES,
     group_contains,
-    group_records,
+    group_records_by_strategy,
     group_shares,
     mann_whitney,
     transition_matrix,
@@ -85,6 +85,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-features", type=int, default=None, help="features per layer and token (default all)")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    parser.add_argument("--layers", type=int, nargs="+", default=None, help="residual layers (default all)")
+    parser.add_argument(
+        "--complete",
+        action="store_true",
+        help="only residual sites whose three predecessors (res, mlp, att) all have SAEs",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results")
     args = parser.parse_args(argv)
@@ -92,33 +98,39 @@ def main(argv: list[str] | None = None) -> dict:
     start, out = time.perf_counter(), Path(args.out)
     model = load_model(args.model, device=args.device)
     saes = SAEBank.load(args.saes, device=args.device)
-    scores = {site: layer_scores(saes, site, k=5) for site in scored_sites(saes)}
+    sites = [site for site in scored_sites(saes) if args.layers is None or site.layer in args.layers]
+    if args.complete:
+        sites = [site for site in sites if len(predecessor_sites(saes, site)) == len(PREDECESSORS)]
+    if not sites:
+        raise ValueError("no residual sites with predecessors to analyse; check --layers and --complete")
+    scores = {site: layer_scores(saes, site, k=5) for site in sites}
     if "permutation" in args.strategies:
         for layer in scores.values():
             add_permutations(saes, layer)
     data = corpora(args.corpus, args.texts)
     result: dict = {
-        "settings": vars(args) | {"datasets": {k: len(v) for k, v in data.items()}},
+        "settings": vars(args) | {"datasets": {k: len(v) for k, v in data.items()}, "sites": [str(s) for s in sites]},
         "groups": list(GROUPS),
         "strategies": {},
     }
     all_tests = []
+    by_strategy = None
+    for name, texts in data.items():
+        by_strategy = group_records_by_strategy(
+            model,
+            saes,
+            scores,
+            texts,
+            strategies=args.strategies,
+            dataset=name,
+            seed=args.seed,
+            tokens_per_text=args.tokens_per_text,
+            max_features=args.max_features,
+            max_tokens=args.max_tokens,
+            records=by_strategy,
+        )
     for strategy in args.strategies:
-        records = None
-        for name, texts in data.items():
-            records = group_records(
-                model,
-                saes,
-                scores,
-                texts,
-                dataset=name,
-                strategy=strategy,
-                seed=args.seed,
-                tokens_per_text=args.tokens_per_text,
-                max_features=args.max_features,
-                max_tokens=args.max_tokens,
-                records=records,
-            )
+        records = by_strategy[strategy]
         counts = np.bincount(np.asarray(records.group, dtype=int), minlength=len(GROUPS))
         entry = {
             "records": len(records),

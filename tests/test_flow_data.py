@@ -12,6 +12,7 @@ from flowsteer.flow.groups import (
     GroupRecords,
     group_contains,
     group_records,
+    group_records_by_strategy,
     group_shares,
     mann_whitney,
     transition_matrix,
@@ -94,6 +95,8 @@ def test_group_records_shares_and_transition_matrix(tiny, bank, scores):
     for strategy in ("top5", "random_top5", "permutation"):
         assert len(group_records(tiny, bank, scores, TEXTS[:2], strategy=strategy, tokens_per_text=2)) > 0
     top5 = group_records(tiny, bank, scores, TEXTS, tokens_per_text=3, strategy="top5")
+    both = group_records_by_strategy(tiny, bank, scores, TEXTS, strategies=("top1", "top5"), tokens_per_text=3)
+    assert both["top1"].group == records.group and both["top5"].group == top5.group  # one pass, same records
     top1_nowhere = np.mean(np.asarray(records.group) == 0)
     assert np.mean(np.asarray(top5.group) == 0) <= top1_nowhere  # top-5 finds an active predecessor more often
     matrix = transition_matrix(records)

@@ -11,7 +11,6 @@ from ``--corpus FILE`` (one text per line, or .jsonl) with the model and cached 
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
 from flowsteer.cli.common import add_model_arguments, load_model_from
@@ -41,7 +40,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-backward", action="store_true", help="only follow the feature forward")
     parser.add_argument("--no-forward", action="store_true", help="only follow the feature backward")
     parser.add_argument("--labels", default=None, help="folder of feature labels (read, or written with --corpus)")
-    parser.add_argument("--corpus", default=None, help="texts (.txt one per line, or .jsonl) to compute labels from")
+    parser.add_argument(
+        "--corpus",
+        default=None,
+        help="texts to compute labels from: .txt (one per line), .jsonl, or data:eval (the built-in corpus)",
+    )
     parser.add_argument("--sae-device", default="cpu", help="device for the SAEs (default cpu)")
     add_model_arguments(parser)
     parser.set_defaults(run=run)
@@ -55,13 +58,13 @@ def _rule(name: str):
 
 def _labels(args: argparse.Namespace, saes):
     from flowsteer.flow.labels import FeatureLabels, load_or_compute
-    from flowsteer.flow.tokens import read_texts
+    from flowsteer.flow.tokens import read_texts, texts_key
 
     if args.corpus is None:
         return FeatureLabels.load(args.labels) if args.labels else None
     folder = Path(args.labels) if args.labels else Path(args.saes) / "labels"
-    key = hashlib.sha256(Path(args.corpus).read_bytes()).hexdigest()
-    return load_or_compute(folder, load_model_from(args), saes, read_texts(args.corpus), key=key)
+    texts = read_texts(args.corpus)
+    return load_or_compute(folder, load_model_from(args), saes, texts, key=texts_key(texts))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from flowsteer.flow.graph import FlowGraph
 from flowsteer.flow.labels import FeatureLabels, load_or_compute
 from flowsteer.flow.matching import Matches, compose, permutation_match, topk_cosine
 from flowsteer.flow.scores import LayerScores, add_permutations, layer_scores, model_scores
+from flowsteer.flow.seeds import SeedChoice, pick_seed
 from flowsteer.flow.stats import FlowStatistics, flow_statistics
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "LayerScores",
     "Matches",
     "QuantileThresholds",
+    "SeedChoice",
     "ThresholdRule",
     "activation_scales",
     "add_permutations",
@@ -45,6 +47,7 @@ __all__ = [
     "matching_vectors",
     "model_scores",
     "permutation_match",
+    "pick_seed",
     "predecessor_sites",
     "residual_sites",
     "topk_cosine",

@@ -16,7 +16,7 @@ groups per dataset and layer on s^R, s^M, s^A (share of tests with p < 0.001).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -107,30 +107,57 @@ class GroupRecords:
             self.scores[key] += values
 
 
-@torch.no_grad()
 def group_records(
     model: HookedTransformer,
     saes: Mapping[Site, object],
     scores: Mapping[Site, LayerScores],
     corpus: Corpus,
     *,
-    dataset: str = "corpus",
     strategy: str = "top1",
+    records: GroupRecords | None = None,
+    **options,
+) -> GroupRecords:
+    """Assign every feature active on ``tokens_per_text`` random tokens of each text to its group
+    under one matching ``strategy`` (see `group_records_by_strategy` for the options)."""
+    found = group_records_by_strategy(
+        model,
+        saes,
+        scores,
+        corpus,
+        strategies=(strategy,),
+        records=None if records is None else {strategy: records},
+        **options,
+    )
+    return found[strategy]
+
+
+@torch.no_grad()
+def group_records_by_strategy(
+    model: HookedTransformer,
+    saes: Mapping[Site, object],
+    scores: Mapping[Site, LayerScores],
+    corpus: Corpus,
+    *,
+    strategies: Sequence[str] = STRATEGIES,
+    dataset: str = "corpus",
     tokens_per_text: int = 5,
     max_features: int | None = None,
     seed: int = 0,
     batch_size: int = 8,
     max_tokens: int = 128,
-    records: GroupRecords | None = None,
-) -> GroupRecords:
-    """Assign every feature active on ``tokens_per_text`` random tokens of each text to its group.
+    records: dict[str, GroupRecords] | None = None,
+) -> dict[str, GroupRecords]:
+    """Group records under each matching strategy from one pass over the corpus (the same tokens and
+    features for every strategy).
 
     ``scores`` are the `layer_scores` of the layers to analyse (k >= 5 for the top-5 strategies,
     with `add_permutations` for ``permutation``). ``max_features`` caps the features sampled per
-    layer and token (None: all active ones).
+    layer and token (None: all active ones). ``records`` (by strategy) are extended in place.
     """
     generator = torch.Generator().manual_seed(seed)
-    records = records if records is not None else GroupRecords()
+    records = dict(records or {})
+    for strategy in strategies:
+        records.setdefault(strategy, GroupRecords())
     sites = sorted({s for layer in scores.values() for s in [layer.site, *layer.predecessors.values()]})
     for batch in tqdm(
         token_batches(model, corpus, batch_size=batch_size, max_tokens=max_tokens),
@@ -153,12 +180,13 @@ def group_records(
                     keep.append(where[torch.randperm(len(where), generator=generator)[:max_features]])
                 keep = torch.cat(keep) if keep else torch.zeros(0, dtype=torch.long)
                 token, feature = token[keep], feature[keep]
-            bits = torch.zeros(len(feature), dtype=torch.long)
-            for key, pred in layer.predecessors.items():
-                cands = candidates(layer, key, feature, strategy, generator)
-                bits += BITS[key] * active_predecessors(encoded[pred], token, cands).long()
             picked_scores = {key: layer.score(key)[feature] for key in layer.matches}
-            records.extend(dataset, site, feature, GROUP_OF_BITS[bits], picked_scores)
+            for strategy in strategies:
+                bits = torch.zeros(len(feature), dtype=torch.long)
+                for key, pred in layer.predecessors.items():
+                    cands = candidates(layer, key, feature, strategy, generator)
+                    bits += BITS[key] * active_predecessors(encoded[pred], token, cands).long()
+                records[strategy].extend(dataset, site, feature, GROUP_OF_BITS[bits], picked_scores)
     return records
 
 

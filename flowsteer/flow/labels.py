@@ -77,8 +77,9 @@ class FeatureLabels:
         return self.sites[feature.site], feature.index
 
     def promoted_tokens(self, feature: FeatureId | str, n: int | None = None) -> list[str]:
+        """The top promoted tokens (none for a feature left out of ``compute(features=...)``)."""
         labels, index = self._site(feature)
-        return [self.vocab[i] for i in labels.promoted[index, :n].tolist()]
+        return [self.vocab[i] for i in labels.promoted[index, :n].tolist() if i >= 0]
 
     def contexts(self, feature: FeatureId | str, n: int | None = None) -> list[tuple[float, str]]:
         """``(activation, text)`` of the top contexts, the activating token marked ``⟦…⟧``."""
@@ -140,6 +141,7 @@ class FeatureLabels:
         corpus: Corpus,
         *,
         sites: Sequence[Site] | None = None,
+        features: Mapping[Site, Sequence[int]] | None = None,
         n_contexts: int = 8,
         n_tokens: int = 8,
         before: int = 12,
@@ -148,8 +150,17 @@ class FeatureLabels:
         max_tokens: int = 128,
         key: str = "",
     ) -> FeatureLabels:
-        """Label every feature of ``saes`` (or of ``sites``) from one pass over ``corpus``."""
-        sites = sorted(saes) if sites is None else sorted(Site.parse(s) for s in sites)
+        """Label every feature of ``saes`` (or of ``sites``) from one pass over ``corpus``.
+
+        ``features`` (``{site: [index, ...]}``) limits the promoted tokens, the costly part (a
+        ``[F, d_model] x [d_model, d_vocab]`` product per site), to those features; the sites
+        default to its keys. Contexts are always kept for every feature of a labelled site.
+        """
+        if sites is None:
+            sites = sorted(saes) if features is None else sorted(Site.parse(s) for s in features)
+        else:
+            sites = sorted(Site.parse(s) for s in sites)
+        rows = {} if features is None else {Site.parse(s): list(v) for s, v in features.items()}
         top = {s: _TopContexts(saes[s].cfg.d_sae, n_contexts) for s in sites}
         tokens: list[Tensor] = []  # every real token of the corpus, row after row
         row_starts: list[int] = []
@@ -178,9 +189,9 @@ class FeatureLabels:
         for site in sites:
             values, hits = top[site].finish()
             windows = _windows(corpus_tokens, bounds, hits, before, after)
-            promoted, logits = promoted_tokens(model, saes[site], n_tokens)
+            promoted, logits = promoted_tokens(model, saes[site], n_tokens, rows=rows.get(site, ()) if rows else None)
             labelled[site] = SiteLabels(values, windows, promoted, logits)
-            used.update(windows[windows >= 0].unique().tolist(), promoted.unique().tolist())
+            used.update(windows[windows >= 0].unique().tolist(), promoted[promoted >= 0].unique().tolist())
         vocab = {i: model.tokenizer.decode([i]) for i in sorted(used)}
         meta = dict(
             key=key,
@@ -190,6 +201,7 @@ class FeatureLabels:
             after=after,
             max_tokens=max_tokens,
             corpus_tokens=offset,
+            partial=features is not None,
             fingerprints={str(s): sae_fingerprint(saes[s]) for s in sites},
         )
         return cls(labelled, vocab, meta)
@@ -200,13 +212,17 @@ def load_or_compute(
 ) -> FeatureLabels:
     """Cached labels from ``directory`` if they were computed for these SAEs with this corpus ``key``
     (e.g. a hash of the corpus file) and these options; otherwise compute, save and return them."""
-    sites = sorted(saes) if options.get("sites") is None else sorted(Site.parse(s) for s in options["sites"])
+    if options.get("sites") is not None:
+        sites = sorted(Site.parse(s) for s in options["sites"])
+    else:
+        sites = sorted(saes) if options.get("features") is None else sorted(Site.parse(s) for s in options["features"])
     try:
         cached = FeatureLabels.load(directory)
         wanted = {str(s): sae_fingerprint(saes[s]) for s in sites}
         recorded = ("n_contexts", "n_tokens", "before", "after", "max_tokens")
         same_options = all(cached.meta.get(k) == v for k, v in options.items() if k in recorded)
-        if cached.meta.get("key") == key and cached.meta["fingerprints"] == wanted and same_options:
+        complete = not cached.meta.get("partial") and options.get("features") is None  # partial labels: recompute
+        if cached.meta.get("key") == key and cached.meta["fingerprints"] == wanted and same_options and complete:
             return cached
     except (FileNotFoundError, ValueError, KeyError):
         pass
@@ -249,10 +265,25 @@ def _windows(
 
 @torch.no_grad()
 def promoted_tokens(
-    model: HookedTransformer, sae: object, n: int, chunk: int = 256
+    model: HookedTransformer, sae: object, n: int, chunk: int = 256, rows: Sequence[int] | None = None
 ) -> tuple[Int[Tensor, "F n"], Float[Tensor, "F n"]]:
-    """The ``n`` tokens each feature's decoder direction promotes most, through the final norm and W_U."""
-    directions = decoder_directions(sae).float()
+    """The ``n`` tokens each feature's decoder direction promotes most, through the final norm and W_U.
+
+    With ``rows``, only those features are computed; the others get token id -1 and logit NaN.
+    """
+    if rows is None:
+        return _promoted(model, decoder_directions(sae).float(), n, chunk)
+    rows = torch.as_tensor(list(rows), dtype=torch.long).unique()
+    ids = torch.full((sae.cfg.d_sae, n), -1, dtype=torch.int32)
+    values = torch.full((sae.cfg.d_sae, n), float("nan"))
+    if len(rows):
+        ids[rows], values[rows] = _promoted(model, decoder_directions(sae, rows).float(), n, chunk)
+    return ids, values
+
+
+def _promoted(
+    model: HookedTransformer, directions: Float[Tensor, "F d"], n: int, chunk: int
+) -> tuple[Int[Tensor, "F n"], Float[Tensor, "F n"]]:
     gain = getattr(model.ln_final, "w", None) if hasattr(model, "ln_final") else None
     centre = model.cfg.normalization_type in ("LN", "LNPre")
     w_u = model.W_U.detach().float()

@@ -52,15 +52,41 @@ def token_batches(
         yield left_pad(pending, pad_id)
 
 
+BUILTIN_PREFIX = "data:"
+
+
+def builtin_texts(split: str = "eval", sources: tuple[str, ...] | None = None) -> list[str]:
+    """Documents of flowsteer's built-in corpus (`flowsteer.data`) in one split, in its fixed hash
+    order: ``split`` is ``train``, ``eval`` or ``all``; ``sources`` (default all) e.g. ``("bible",)``."""
+    from flowsteer.data import DEFAULT_SOURCES, load_documents, split_of
+
+    if split not in ("train", "eval", "all"):
+        raise ValueError(f"split must be train, eval or all, got {split!r}")
+    documents = load_documents(sources or DEFAULT_SOURCES)
+    return [d.text for d in documents if split == "all" or split_of(d) == split]
+
+
 def read_texts(path: str | Path) -> list[str]:
-    """Texts from a file: one per line (``.txt``) or the ``text`` field of each line (``.jsonl``)."""
+    """Texts from a file: one per line (``.txt``) or the ``text`` field of each line (``.jsonl``);
+    or, for ``data:SPLIT[:SOURCE+SOURCE]`` (e.g. ``data:eval``, ``data:train:bible``), the documents
+    of the built-in corpus (`builtin_texts`)."""
     import json
 
+    if str(path).startswith(BUILTIN_PREFIX):
+        split, _, sources = str(path).removeprefix(BUILTIN_PREFIX).partition(":")
+        return builtin_texts(split or "eval", tuple(sources.split("+")) if sources else None)
     path = Path(path)
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     if path.suffix == ".jsonl":
         return [json.loads(line)["text"] for line in lines]
     return lines
+
+
+def texts_key(texts: list[str]) -> str:
+    """A cache key for a list of texts (labels are recomputed when it changes)."""
+    import hashlib
+
+    return hashlib.sha256("\x00".join(texts).encode()).hexdigest()
 
 
 def sample_positions(
