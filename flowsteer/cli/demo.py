@@ -16,12 +16,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flowsteer.demo import run_demo, steering_vector
+    from flowsteer.demo import SECTIONS, run_demo
 
     start = time.perf_counter()
     print(f"loading {args.model} ...", flush=True)
     model = load_model_from(args)
     print(f"   loaded in {time.perf_counter() - start:.1f} s", flush=True)
-    report = run_demo(args.out, model, [("steering vector", steering_vector.run)])
+    report = run_demo(args.out, model, SECTIONS)
     print(f"\nreport: {report} ({time.perf_counter() - start:.0f} s in all)")
     return 0

@@ -1,7 +1,14 @@
 """The main job (``make demo`` / ``flowsteer demo``): a tour of flowsteer on the embedded model that
 writes ``report.md`` and its figures into one folder. Each section is a function in its own module
-that takes a `DemoContext` and appends to the report."""
+that takes a `DemoContext` and appends to the report; `SECTIONS` is the order ``make demo`` runs."""
 
-from flowsteer.demo.report import DemoContext, run_demo
+from flowsteer.demo import flow, saes, steering_vector
+from flowsteer.demo.report import DemoContext, DemoSettings, run_demo
 
-__all__ = ["DemoContext", "run_demo"]
+SECTIONS = [
+    ("SAE bank", saes.run),
+    ("flow graph", flow.run),
+    ("steering vector", steering_vector.run),
+]
+
+__all__ = ["SECTIONS", "DemoContext", "DemoSettings", "run_demo"]

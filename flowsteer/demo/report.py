@@ -24,6 +24,7 @@ class DemoSettings:
         sae_width, sae_k: TopK SAE latents and active latents.
         chunks: token chunks to train on (default: the corpus); tests pass random tokens.
         eval_tokens: held-out activations per site for the bank's metrics.
+        label_rows, seed_candidates: corpus rows (of 128 tokens) that label features; seeds given a graph.
     """
 
     bank_layers: tuple[int, ...] = (8, 9, 10, 11, 12)
@@ -33,10 +34,13 @@ class DemoSettings:
     sae_k: int = 32
     chunks: Any = None
     eval_tokens: int = 8_192
+    label_rows: int = 32
+    seed_candidates: int = 12
 
     @classmethod
     def quick(cls, chunks: Any) -> DemoSettings:
-        return cls(bank_layers=(1, 2, 3), bank_tokens=4096, sae_width=96, sae_k=6, chunks=chunks, eval_tokens=512)
+        return cls(bank_layers=(1, 2, 3), bank_tokens=4096, sae_width=96, sae_k=6, chunks=chunks, eval_tokens=512,
+                   label_rows=8, seed_candidates=4)
 
 
 @dataclass
@@ -90,3 +94,8 @@ def run_demo(
     with atomic_file(report) as handle:
         handle.write("\n".join(context.lines) + "\n")
     return report
+
+
+def escape(text: str) -> str:
+    """Text safe inside a Markdown table cell or sentence."""
+    return text.replace("|", "\\|").replace("\n", " ").replace("*", "\\*")
