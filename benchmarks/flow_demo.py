@@ -28,10 +28,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def timed_command(args: list[str]) -> dict:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "flowsteer.cli", *args], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "flowsteer.cli", "flow", *args], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"flowsteer {' '.join(args)} failed:\n{done.stderr[-2000:]}")
-    return {"command": "flowsteer " + " ".join(args), "seconds": time.perf_counter() - start, "stdout": done.stdout}
+    return {
+        "command": "flowsteer flow " + " ".join(args),
+        "seconds": time.perf_counter() - start,
+        "stdout": done.stdout,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
