@@ -154,7 +154,8 @@ def pick_seed(
         corpus: texts or token tensors for the labels (default: `default_corpus` with ``corpus_rows``).
         sites: residual sites to pick from (default `candidate_sites`).
         candidates: how many data-free front-runners get a graph (and labels).
-        res_threshold, module_threshold: the flow-graph thresholds (`build_flow_graph`).
+        res_threshold: the chain cut of the flow graphs and of the ranking (`build_flow_graph`).
+        module_threshold: module nodes are kept from this similarity (`build_flow_graph`).
         rule: per-layer chance levels for "module match above chance" (default `ChanceThresholds`).
     """
     clock, seconds = time.perf_counter(), {}
