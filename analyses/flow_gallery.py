@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--res-threshold", type=float, default=0.5)
     parser.add_argument("--module-threshold", type=float, default=0.15)
+    parser.add_argument("--dpi", type=int, default=80, help="resolution of the PNG figures (small files)")
     parser.add_argument("--out", default="results")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
@@ -92,8 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
         flow = build_flow_graph(saes, seed, labels=labels, **thresholds)
         stem = f"{seed.layer}-{seed.site.short}-{seed.index}"
         files = {suffix: f"{stem}.{suffix}" for suffix in ("png", "html", "json")}
-        for name in files.values():
-            flow.save(folder / name)
+        for suffix, name in files.items():
+            flow.save(folder / name, **({"dpi": args.dpi} if suffix == "png" else {}))
         entry = {
             "seed": str(seed),
             "span": list(flow.span),

@@ -138,7 +138,7 @@ def plot_deactivation(summary: Mapping[str, Mapping], paper: Mapping[str, Mappin
             ax.axhline(row[metric], ls="--", lw=1, color=f"C{i + 1}", label=f"paper: {label}")
         ax.set_ylim(0, 1)
         ax.set_title(name, fontsize=9)
-    axes[0].legend(fontsize=7, loc="lower right")
+    axes[0].legend(fontsize=7, loc="upper right")
     return _save(figure, path)
 
 

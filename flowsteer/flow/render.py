@@ -126,12 +126,12 @@ def _mappable(colours, norm):
     return ScalarMappable(norm=norm, cmap=colours)
 
 
-def save_figure(flow: FlowGraph, path: str | Path, **options) -> Path:
+def save_figure(flow: FlowGraph, path: str | Path, *, dpi: int = 160, **options) -> Path:
     """Draw and write the figure (format from the suffix: .png, .svg, .pdf ...), atomically."""
     path = Path(path)
     figure = draw(flow, **options)
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=160, format=path.suffix.lstrip(".").lower() or "png")
+        figure.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".").lower() or "png")
     return path
 
 

@@ -6,7 +6,8 @@
    also has MLP and attention SAEs, where module contributions can show): the number of steps of
    the feature's top-1 residual chain, backward and forward, with similarity >= ``res_threshold``
    at every step (the chain a k = 1 flow graph follows), plus one for each of s^M, s^A above its
-   chance level (`ChanceThresholds`); ties broken by s^R. The best ``candidates`` go on.
+   chance level (`ChanceThresholds`); ties broken by s^R. The best ``candidates`` go on, skipping
+   features that already lie on a front-runner's graph (one long chain would otherwise fill the list).
 2. **the flow graph of each candidate** (`build_flow_graph`, k = 1): structure = residual nodes +
    module nodes whose similarity is above their layer's chance level.
 3. **with a model, labels**: one pass over a small corpus (default: the first ``corpus_rows`` rows
@@ -153,7 +154,8 @@ def pick_seed(
         corpus: texts or token tensors for the labels (default: `default_corpus` with ``corpus_rows``).
         sites: residual sites to pick from (default `candidate_sites`).
         candidates: how many data-free front-runners get a graph (and labels).
-        res_threshold, module_threshold: the flow-graph thresholds (`build_flow_graph`).
+        res_threshold: the chain cut of the flow graphs and of the ranking (`build_flow_graph`).
+        module_threshold: module nodes are kept from this similarity (`build_flow_graph`).
         rule: per-layer chance levels for "module match above chance" (default `ChanceThresholds`).
     """
     clock, seconds = time.perf_counter(), {}
@@ -171,13 +173,21 @@ def pick_seed(
         modules = sum((scores.score(k) >= thresholds[k]).long() for k in ("mlp", "att") if k in scores.matches)
         tie = scores.score("res") if "res" in scores.matches else torch.zeros(len(scores.rows))
         value = backward[site] + forward[site] + modules + 0.5 * tie
-        best = value.topk(min(candidates, len(value)))
+        best = value.topk(min(4 * candidates, len(value)))  # spares for candidates on one chain
         ranked += [(float(v), FeatureId(site, int(i))) for v, i in zip(best.values, best.indices, strict=True)]
-    ranked = sorted(ranked, key=lambda pair: -pair[0])[:candidates]
+    ranked.sort(key=lambda pair: -pair[0])
     seconds["rank"] = time.perf_counter() - clock
 
     options = dict(res_threshold=res_threshold, module_threshold=module_threshold, rule=rule)
-    graphs = {feature: build_flow_graph(saes, feature, **options) for _, feature in ranked}
+    graphs: dict[FeatureId, FlowGraph] = {}
+    covered: set[str] = set()  # nodes of the graphs built so far: a feature on them adds no new graph
+    for _, feature in ranked:
+        if len(graphs) == candidates:
+            break
+        if str(feature) not in covered:
+            graphs[feature] = build_flow_graph(saes, feature, **options)
+            covered.update(graphs[feature].graph)
+    ranked = [(value, feature) for value, feature in ranked if feature in graphs]
     seconds["graphs"] = time.perf_counter() - clock - seconds["rank"]
     labels = None
     if model is not None:
