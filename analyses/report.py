@@ -129,7 +129,7 @@ def transition(results: Results) -> Finding:
     order = matrix["order"]
     value = matrix["ours"][order.index("From ATT")][order.index("From RES & ATT")]
     carried = "—" if value is None else ("yes" if abs(value - 0.45) <= 0.15 else "no")
-    return Finding(f"{num(value)} (mean |ours − paper| off the diagonal "
+    return Finding(f"{num(value)} (mean absolute difference from the paper off the diagonal "
                    f"{num(matrix.get('mean_abs_difference_off_diagonal'))})", carried, "`flow_groups.json`")
 
 
