@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from flowsteer import chat_prompts, load_model
-from flowsteer.data.refusal import data_sha256, instructions, paragraphs
+from flowsteer.data.refusal import data_sha256, instructions, load_instructions, paragraphs
 from flowsteer.evals import (
     cross_entropy,
     intervention_magnitude,
@@ -34,7 +34,7 @@ from flowsteer.evals import (
     refusal_log_odds,
     refusal_token_ids,
 )
-from flowsteer.evals.behaviour import refusal_behaviour
+from flowsteer.evals.behaviour import judge_instructions, refusal_behaviour
 from flowsteer.linear import (
     NoDirectionSelected,
     ablation_patches,
@@ -65,7 +65,9 @@ def condition(model, patches, reference: torch.Tensor, harmful: list[str], harml
     return result
 
 
-def layer_sweep(model, directions, position: int, harmful: list[str], harmless: list[str], reference, args) -> list[dict]:
+def layer_sweep(
+    model, directions, position: int, harmful: list[str], harmless: list[str], reference, args
+) -> list[dict]:
     """ActAdd −r[position, ℓ] at each layer ℓ: log-odds bypass, KL, magnitude; substring bypass on
     every ``args.sweep_generate_every``-th layer."""
     ids = refusal_token_ids(model)
@@ -83,21 +85,23 @@ def layer_sweep(model, directions, position: int, harmful: list[str], harmless: 
             "direction_norm": float(direction.norm()),
             "harmful_log_odds_mean": float(scores.mean()),
             "harmful_log_odds_refusal_rate": float((scores > 0).float().mean()),
-            "kl_harmless_last_position": float(next_token_kl(reference, last_position_logits(model, harmless, patches)).mean()),
+            "kl_harmless_last_position": float(
+                next_token_kl(reference, last_position_logits(model, harmless, patches)).mean()
+            ),
             "mean_delta_norm": magnitude["mean_delta_norm"],
             "mean_relative_delta": magnitude["mean_relative_delta"],
         }
         if layer % args.sweep_generate_every == 0:
-            from flowsteer.evals.behaviour import judge_instructions
-            from flowsteer.data.refusal import load_instructions
-
             judged = judge_instructions(
                 model, load_instructions("harmful", "test"), patches, max_new_tokens=args.sweep_max_new_tokens
             )
             row["harmful_substring_refusal_rate"] = judged["refusal_rate"]
         rows.append(row)
-        print(f"  sweep layer {layer:2d}: log-odds {row['harmful_log_odds_mean']:+.2f}, "
-              f"substring {row.get('harmful_substring_refusal_rate', float('nan')):.2f}", flush=True)
+        print(
+            f"  sweep layer {layer:2d}: log-odds {row['harmful_log_odds_mean']:+.2f}, "
+            f"substring {row.get('harmful_substring_refusal_rate', float('nan')):.2f}",
+            flush=True,
+        )
     return rows
 
 
@@ -118,11 +122,18 @@ def plot(result: dict, path: Path) -> None:
         ax.set_ylabel("position")
         fig.colorbar(image, ax=ax)
     sweep = result["actadd_layer_sweep"]
-    axes[3].plot([r["layer"] for r in sweep], [r["harmful_log_odds_mean"] for r in sweep], "o-", label="log-odds (mean)")
+    axes[3].plot(
+        [r["layer"] for r in sweep], [r["harmful_log_odds_mean"] for r in sweep], "o-", label="log-odds (mean)"
+    )
     generated = [r for r in sweep if "harmful_substring_refusal_rate" in r]
     twin = axes[3].twinx()
-    twin.plot([r["layer"] for r in generated], [r["harmful_substring_refusal_rate"] for r in generated], "s--",
-              color="C1", label="substring refusal rate")
+    twin.plot(
+        [r["layer"] for r in generated],
+        [r["harmful_substring_refusal_rate"] for r in generated],
+        "s--",
+        color="C1",
+        label="substring refusal rate",
+    )
     twin.set_ylim(0, 1.05)
     axes[3].set_title("ActAdd −r layer sweep (harmful test)")
     axes[3].set_xlabel("layer")
@@ -149,16 +160,26 @@ def main(argv: list[str] | None = None) -> dict:
     model = load_model(args.model, device=args.device)
     n_layers = model.cfg.n_layers
     ids = refusal_token_ids(model)
-    result: dict = {"model": args.model, "data_sha256": data_sha256(), "refusal_token_ids": ids,
-                    "refusal_tokens": [model.tokenizer.decode([i]) for i in ids], "timing_seconds": {}}
+    result: dict = {
+        "model": args.model,
+        "data_sha256": data_sha256(),
+        "refusal_token_ids": ids,
+        "refusal_tokens": [model.tokenizer.decode([i]) for i in ids],
+        "timing_seconds": {},
+    }
 
     directions = diff_in_means(
-        model, chat_prompts(model, instructions("harmful", "train")), chat_prompts(model, instructions("harmless", "train"))
+        model,
+        chat_prompts(model, instructions("harmful", "train")),
+        chat_prompts(model, instructions("harmless", "train")),
     )
     directions.save(cache_dir("refusal") / f"diff_in_means-{args.model}-{result['data_sha256'][:12]}.safetensors")
     result["directions"] = {
         "positions": list(directions.positions),
-        "position_tokens": [model.tokenizer.decode([t]) for t in model.to_tokens(chat_prompts(model, ["x"])[0])[0, directions.positions].tolist()],
+        "position_tokens": [
+            model.tokenizer.decode([t])
+            for t in model.to_tokens(chat_prompts(model, ["x"])[0])[0, directions.positions].tolist()
+        ],
         "n_harmful_train": len(instructions("harmful", "train")),
         "n_harmless_train": len(instructions("harmless", "train")),
         "norms": directions.directions.norm(dim=-1).tolist(),
@@ -168,9 +189,12 @@ def main(argv: list[str] | None = None) -> dict:
     harmful_val, harmless_val = filter_by_refusal_score(
         model, chat_prompts(model, instructions("harmful", "val")), chat_prompts(model, instructions("harmless", "val"))
     )
-    result["selection_prompts"] = {"harmful_val_kept": len(harmful_val), "harmless_val_kept": len(harmless_val),
-                                   "harmful_val": len(instructions("harmful", "val")),
-                                   "harmless_val": len(instructions("harmless", "val"))}
+    result["selection_prompts"] = {
+        "harmful_val_kept": len(harmful_val),
+        "harmless_val_kept": len(harmless_val),
+        "harmful_val": len(instructions("harmful", "val")),
+        "harmless_val": len(instructions("harmless", "val")),
+    }
     start = time.perf_counter()
     scores = score_directions(model, directions, harmful_val, harmless_val, progress=True)
     result["timing_seconds"]["scores"] = time.perf_counter() - start
@@ -183,11 +207,19 @@ def main(argv: list[str] | None = None) -> dict:
         raise
     result["selection"] = selection.to_dict()
     direction = directions.direction(selection.position, selection.layer)
-    save_vector(out / "selected_direction.safetensors", direction, model=args.model,
-                position=str(selection.position), layer=str(selection.layer))
+    save_vector(
+        out / "selected_direction.safetensors",
+        direction,
+        model=args.model,
+        position=str(selection.position),
+        layer=str(selection.layer),
+    )
     result["selection"]["direction_norm"] = float(direction.norm())
-    print(f"selected position {selection.position}, layer {selection.layer}: bypass {selection.bypass:.3f}, "
-          f"induce {selection.induce:.3f}, kl {selection.kl:.4f}", flush=True)
+    print(
+        f"selected position {selection.position}, layer {selection.layer}: bypass {selection.bypass:.3f}, "
+        f"induce {selection.induce:.3f}, kl {selection.kl:.4f}",
+        flush=True,
+    )
 
     harmful_test = chat_prompts(model, instructions("harmful", "test"))
     harmless_test = chat_prompts(model, instructions("harmless", "test"))
@@ -205,36 +237,46 @@ def main(argv: list[str] | None = None) -> dict:
         replies[name] = evaluated.pop("replies")
         evaluated["seconds"] = time.perf_counter() - start
         result["conditions"][name] = evaluated
-        print(f"{name}: harmful refused {evaluated['harmful']['refusal_rate']:.2f} "
-              f"(log-odds {evaluated['harmful']['log_odds_mean']:+.2f}), harmless refused "
-              f"{evaluated['harmless']['refusal_rate']:.2f}, CE {evaluated['paragraphs']['cross_entropy']:.4f}", flush=True)
-    from flowsteer.data.refusal import load_instructions
-    from flowsteer.evals.behaviour import judge_instructions
-
-    induced = judge_instructions(model, load_instructions("harmless", "test"),
-                                 actadd_patches(direction, selection.layer, 1.0), max_new_tokens=args.max_new_tokens)
+        print(
+            f"{name}: harmful refused {evaluated['harmful']['refusal_rate']:.2f} "
+            f"(log-odds {evaluated['harmful']['log_odds_mean']:+.2f}), harmless refused "
+            f"{evaluated['harmless']['refusal_rate']:.2f}, CE {evaluated['paragraphs']['cross_entropy']:.4f}",
+            flush=True,
+        )
+    induced = judge_instructions(
+        model,
+        load_instructions("harmless", "test"),
+        actadd_patches(direction, selection.layer, 1.0),
+        max_new_tokens=args.max_new_tokens,
+    )
     replies["actadd_plus_harmless"] = induced.pop("replies")
     result["conditions"]["actadd_plus_on_harmless"] = induced
 
     start = time.perf_counter()
-    result["actadd_layer_sweep"] = layer_sweep(model, directions, selection.position, harmful_test, harmless_test,
-                                               reference, args)
+    result["actadd_layer_sweep"] = layer_sweep(
+        model, directions, selection.position, harmful_test, harmless_test, reference, args
+    )
     result["timing_seconds"]["layer_sweep"] = time.perf_counter() - start
     result["timing_seconds"]["total"] = time.perf_counter() - started
     write_json(out / "linear_baselines.json", result)
     write_json(out / "linear_baselines_replies.json", replies)
     plot(result, out / "linear_baselines.png")
 
-    print("| condition | harmful refused (substring) | harmful log-odds>0 | mean log-odds | harmless refused | "
-          "KL harmless | CE | mean ||Δh|| | ||Δh||/||h|| | locations changed |")
+    print(
+        "| condition | harmful refused (substring) | harmful log-odds>0 | mean log-odds | harmless refused | "
+        "KL harmless | CE | mean ||Δh|| | ||Δh||/||h|| | locations changed |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in conditions:
         c = result["conditions"][name]
         m = c.get("magnitude_harmful_prompts", {})
-        print(f"| {name} | {c['harmful']['refusal_rate']:.2f} | {c['harmful']['log_odds_refusal_rate']:.2f} | "
-              f"{c['harmful']['log_odds_mean']:+.2f} | {c['harmless']['refusal_rate']:.2f} | "
-              f"{c['kl_harmless_last_position']:.4f} | {c['paragraphs']['cross_entropy']:.4f} | "
-              f"{m.get('mean_delta_norm', 0):.3f} | {m.get('mean_relative_delta', 0):.4f} | {m.get('fraction_changed', 0):.3f} |")
+        print(
+            f"| {name} | {c['harmful']['refusal_rate']:.2f} | {c['harmful']['log_odds_refusal_rate']:.2f} | "
+            f"{c['harmful']['log_odds_mean']:+.2f} | {c['harmless']['refusal_rate']:.2f} | "
+            f"{c['kl_harmless_last_position']:.4f} | {c['paragraphs']['cross_entropy']:.4f} | "
+            f"{m.get('mean_delta_norm', 0):.3f} | {m.get('mean_relative_delta', 0):.4f} | "
+            f"{m.get('fraction_changed', 0):.3f} |"
+        )
     print(f"wrote {out / 'linear_baselines.json'} ({result['timing_seconds']['total']:.0f} s)")
     return result
 

@@ -50,7 +50,9 @@ def test_planted_direction_is_recovered(tiny):
 
 
 def test_diff_in_means_save_load_roundtrip(tiny, tmp_path):
-    directions = diff_in_means(tiny, chat_prompts(tiny, ["bad", "worse"]), chat_prompts(tiny, ["good"]), positions=[-2, -1])
+    directions = diff_in_means(
+        tiny, chat_prompts(tiny, ["bad", "worse"]), chat_prompts(tiny, ["good"]), positions=[-2, -1]
+    )
     assert directions.directions.shape == (2, tiny.cfg.n_layers, tiny.cfg.d_model)
     directions.save(tmp_path / "dim.safetensors")
     loaded = DiffInMeans.load(tmp_path / "dim.safetensors", d_model=tiny.cfg.d_model)

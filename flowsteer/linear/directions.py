@@ -139,7 +139,9 @@ class DiffInMeans:
             tuple(int(layer) for layer in metadata["layers"].split(",")),
         )
         if d_model is not None and result.harmful_mean.shape[-1] != d_model:
-            raise ValueError(f"{path} holds directions of width {result.harmful_mean.shape[-1]}, the model's d_model is {d_model}")
+            raise ValueError(
+                f"{path} holds directions of width {result.harmful_mean.shape[-1]}, the model's d_model is {d_model}"
+            )
         return result
 
 
