@@ -7,11 +7,11 @@ evaluated on held-out test prompts. Run in stages, each one queued job (times: 2
     cpu-run python analyses/refusal_baselines.py evaluate                   # ~10 min
     cpu-run python analyses/refusal_baselines.py sweep                      # ~6 min
 
-1. ``select``: difference-in-means directions r[i, l] from the train prompts at every post-instruction
-   position i and layer l (cached); Arditi's prompt filter on the val prompts (harmful prompts the model
-   refuses, harmless ones it does not, by log-odds); bypass, induce and KL scores of every candidate at the
-   given positions and at layers l < int(0.8 L) (the paper's pruning of the last 20% of layers, applied
-   before scoring since those candidates are discarded anyway).
+1. ``select``: Arditi's prompt filter (harmful prompts the model refuses, harmless ones it does not, by
+   refusal log-odds) on the train and the val prompts; difference-in-means directions r[i, l] from the
+   kept train prompts at every post-instruction position i and layer l (cached); bypass, induce and KL
+   scores of every candidate at the given positions and at layers l < int(0.8 L) (the paper's pruning of
+   the last 20% of layers, applied before scoring since those candidates are discarded anyway).
 2. ``evaluate``: Arditi's filters (KL > 0.1, induce < 0) over all scored candidates, the one with the
    lowest bypass score chosen; then on the test prompts: no intervention, directional ablation of r at
    every layer (resid_pre, attn_out, mlp_out), ActAdd −r at the chosen layer, and ActAdd +r on harmless
@@ -86,24 +86,32 @@ def load_results() -> dict:
     return current | {"timing_seconds": {}}
 
 
-def directions_for(model) -> DiffInMeans:
-    """Difference-in-means over the train prompts at every post-instruction position and layer (cached)."""
+def directions_for(model, result: dict | None = None, prompt_filter: bool = True) -> DiffInMeans:
+    """Difference-in-means at every post-instruction position and layer over the train prompts that pass
+    Arditi's filter (harmful ones the model refuses, harmless ones it does not, by log-odds); cached."""
     path = cache_dir("refusal") / f"diff_in_means-{organism_id().replace('/', '-').replace(':', '')}.safetensors"
     if path.is_file():
         return DiffInMeans.load(path, d_model=model.cfg.d_model)
-    directions = diff_in_means(
-        model,
-        chat_prompts(model, instructions("harmful", "train")),
-        chat_prompts(model, instructions("harmless", "train")),
-        positions=post_instruction_positions(model),
-    )
+    harmful = chat_prompts(model, instructions("harmful", "train"))
+    harmless = chat_prompts(model, instructions("harmless", "train"))
+    kept_harmful, kept_harmless = harmful, harmless
+    if prompt_filter:
+        kept_harmful, kept_harmless = filter_by_refusal_score(model, harmful, harmless, batch_size=32)
+    if result is not None:
+        result["directions_prompts"] = {
+            "harmful_train": len(harmful),
+            "harmful_train_kept": len(kept_harmful),
+            "harmless_train": len(harmless),
+            "harmless_train_kept": len(kept_harmless),
+        }
+    directions = diff_in_means(model, kept_harmful, kept_harmless, positions=post_instruction_positions(model))
     directions.save(path)
     return directions
 
 
 def select(model, result: dict, positions: list[int], prompt_filter: bool = True) -> None:
     start = time.perf_counter()
-    directions = directions_for(model)
+    directions = directions_for(model, result, prompt_filter)
     n_layers = model.cfg.n_layers
     result["directions"] = {
         "positions": list(directions.positions),
@@ -111,8 +119,6 @@ def select(model, result: dict, positions: list[int], prompt_filter: bool = True
             model.tokenizer.decode([t])
             for t in model.to_tokens(chat_prompts(model, ["x"])[0])[0, list(directions.positions)].tolist()
         ],
-        "n_harmful_train": len(instructions("harmful", "train")),
-        "n_harmless_train": len(instructions("harmless", "train")),
         "norms": directions.directions.norm(dim=-1).tolist(),
     }
     harmful_val = chat_prompts(model, instructions("harmful", "val"))
