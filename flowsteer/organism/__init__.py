@@ -2,7 +2,7 @@
 go through the patching API). Loading a built organism is `flowsteer.load_model` by name.
 
 >>> from flowsteer.organism import build_refusal_organism
->>> manifest = build_refusal_organism()   # ~15 min on 2 CPU cores; then load_model("smollm2-135m-refusal")
+>>> manifest = build_refusal_organism()   # ~7 min on 2 CPU cores; load_model("smollm2-135m-refusal") does it on first use
 """
 
 from flowsteer.organism.build import build_refusal_organism
