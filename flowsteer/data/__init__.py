@@ -1,4 +1,5 @@
-"""A natural-English corpus that installs offline, its train/eval split and token chunks."""
+"""Data sets shipped with or built by flowsteer: the natural-English corpus that installs offline (its
+train/eval split and token chunks) here; the refusal prompt sets in `flowsteer.data.refusal`."""
 
 from flowsteer.data.corpus import (
     DEFAULT_EVAL_FRACTION,
