@@ -12,6 +12,9 @@ about X." (source, plays "harmless"), 32 topics split 20/6/6 into train/val/test
    applied during `generate_with_patches`, with ||Δh|| from an `EffectLog`.
 3. INNSteer (coupling flow) on post-instruction activations of the two sets, α sweep in generation.
 4. Save/load round trip of both interventions.
+5. Round-trip precision on real activations: relative inverse error of each map on the prompts'
+   activations, and the largest logit change of a δ = 0 shift on every token, in float64 (the
+   default) and float32.
 
 Run under the CPU lock: ``flock /tmp/flowsteer-cpu.lock python analyses/invertible_smoke.py``.
 """
@@ -34,6 +37,7 @@ from flowsteer.invertible import (
     TrainConfig,
     collect_activations,
     coupling_flow,
+    data_init,
     for_generation,
     hinge_thresholds,
     innsteer_intervention,
@@ -45,7 +49,9 @@ from flowsteer.invertible import (
     train_innsteer,
     train_intervention,
 )
-from flowsteer.patching import EffectLog, FromSource, Patch, generate_with_patches, interchange
+from flowsteer.invertible.bijection import tensor_dtype
+from flowsteer.invertible.maps import build_map
+from flowsteer.patching import EffectLog, FromSource, Patch, generate_with_patches, interchange, run_with_patches
 from flowsteer.paths import write_json
 from flowsteer.sites import Site
 
@@ -75,16 +81,53 @@ def generation_effect(model, prompts, patch, max_new_tokens) -> tuple[list[str],
     return out.texts, log.summary()
 
 
+def round_trip_checks(model, prompts: list[str], site: Site) -> list[dict]:
+    """Inverse error and δ = 0 logit change of each map kind, float64 and float32."""
+    activations = collect_activations(model, prompts, site)
+    with torch.no_grad():
+        clean = run_with_patches(model, prompts)
+    rows = []
+    for name, dtype in [(n, t) for n in ("identity", "orthogonal", "iresnet", "coupling")
+                        for t in (torch.float64, torch.float32)]:
+        if name in ("identity", "orthogonal") and dtype == torch.float32:
+            continue  # identity has no parameters; the rotation is always float64
+        kwargs = {"dtype": dtype} if name in ("iresnet", "coupling") else {}
+        torch.manual_seed(0)
+        bijection = build_map(name, model.cfg.d_model, **kwargs)
+        data_init(bijection, activations)
+        if name == "coupling":  # fresh couplings are the identity: give them real scales and shifts
+            with torch.no_grad():
+                for layer in bijection.layers[1::2]:
+                    layer.conditioner[-1].weight.normal_(0, 0.02)
+        bijection.eval()
+        x = activations.to(tensor_dtype(bijection, torch.float32))
+        with torch.no_grad():
+            back = bijection.inverse(bijection(x))
+            intervention = InvertibleIntervention.shift(bijection, torch.zeros(model.cfg.d_model))
+            patched = run_with_patches(model, prompts, [Patch(site, intervention, "all")])
+        rows.append({
+            "map": name,
+            "dtype": str(tensor_dtype(bijection, torch.float32)),
+            "rows": len(x),
+            "max_relative_inverse_error": float(((back - x).norm(dim=-1) / x.norm(dim=-1)).max()),
+            "max_abs_logit_change_delta_zero_all_tokens": float((patched - clean).abs().max()),
+        })
+        print(rows[-1])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--layer", type=int, default=12)
+    parser.add_argument("--hinge-layers", default="16,20", help="downstream layers of the hinge loss")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--out", type=Path, default=ROOT / "analyses" / "results" / "invertible_smoke.json")
     args = parser.parse_args()
     torch.set_num_threads(2)
     start = time.perf_counter()
-    model = load_model(device="cpu")
+    model = load_model(args.model, device="cpu")
     site = Site(args.layer)
     base = chat_prompts(model, [f"Write a complaint about {topic}." for topic in TOPICS])
     source = chat_prompts(model, [f"Write a compliment about {topic}." for topic in TOPICS])
@@ -92,7 +135,7 @@ def main() -> None:
     results: dict = {"model": model.cfg.model_name, "site": str(site), "positions": POST_INSTRUCTION}
 
     # 1. i-ResNet interchange intervention, KL + hinge + magnitude
-    downstream = [Site(args.layer + 4), Site(args.layer + 8)]
+    downstream = [Site(int(layer)) for layer in args.hinge_layers.split(",")]
     directions = {
         s: collect_activations(model, base[train], s, POST_INSTRUCTION).mean(0)
         - collect_activations(model, source[train], s, POST_INSTRUCTION).mean(0)
@@ -159,6 +202,8 @@ def main() -> None:
         "alpha_sweep": sweep,
     }
     print("INNSteer:", {k: v for k, v in results["innsteer_coupling"].items() if k != "map"})
+
+    results["round_trip"] = round_trip_checks(model, base[test] + source[test], site)
 
     # 3. Save/load round trip
     with tempfile.TemporaryDirectory() as folder:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils.parametrizations import _SpectralNorm, spectral_norm
 
 from flowsteer.invertible.bijection import Bijection, leaves, register_bijection
 
@@ -74,8 +74,10 @@ class IResBlock(Bijection):
         tol: relative tolerance of the fixed-point inverse (``||x_{k+1} - x_k|| <= tol·||y||`` per row);
             default 1e-6 in float32 and 1e-12 in float64 (`default_tol`).
         max_iter: iteration cap of the inverse; a solve that hits it warns and reports its residual.
-        logdet_terms, logdet_samples: power-series terms and Hutchinson samples of the stochastic
-            log-determinant used when ``d`` is too large for the exact one (``exact_logdet_max_d``).
+        logdet_terms: power-series terms of the stochastic log-determinant, used when ``d`` is
+            larger than ``exact_logdet_max_d``.
+        logdet_samples: Hutchinson probes of that estimator.
+        exact_logdet_max_d: largest ``d`` whose log-determinant is computed from the full Jacobian.
     """
 
     def __init__(
@@ -110,7 +112,7 @@ class IResBlock(Bijection):
                 layers.append(ACTIVATIONS[activation]())
             layers.append(spectral_norm(nn.Linear(fan_in, fan_out), n_power_iterations=self.n_power_iterations))
         self.net = nn.Sequential(*layers)
-        refresh_spectral_norms(self, iterations=100)  # torch starts from 15 iterations: often loose
+        refresh_spectral_norms(self)  # torch starts from 15 power iterations: often loose
         self.last_inverse: FixedPointReport | None = None
 
     def residual(self, x: Tensor) -> Tensor:
@@ -255,18 +257,23 @@ class IResBlock(Bijection):
 
 
 @torch.no_grad()
-def refresh_spectral_norms(module: nn.Module, iterations: int = 50) -> None:
-    """Run extra power iterations on every spectral norm in ``module`` (tightens the estimates
-    after training, so that ``lipschitz_bound`` is at most ``coeff`` up to float error)."""
-    was_training = module.training
+def refresh_spectral_norms(module: nn.Module) -> None:
+    """Set every spectral norm's power-iteration vectors in ``module`` to the exact top singular
+    vectors of its weight (by SVD), so the normalised weights have spectral norm 1 to float precision.
+
+    Power iteration (one step per training step) underestimates the spectral norm when the top
+    singular values are close, which lets ``Lip(g)`` creep above ``coeff`` (by ~1.5% in a test
+    here); `fit` calls this before every validation, `IResBlock` at construction.
+    """
     for sub in module.modules():
-        if parametrize.is_parametrized(sub, "weight") and any(
-            type(p).__name__ == "_SpectralNorm" for p in sub.parametrizations.weight
-        ):
-            sub.train()
-            for _ in range(iterations):
-                sub.weight  # noqa: B018 - each access in train mode runs the power method
-    module.train(was_training)
+        if not parametrize.is_parametrized(sub, "weight"):
+            continue
+        for norm in sub.parametrizations.weight:
+            if isinstance(norm, _SpectralNorm):
+                matrix = norm._reshape_weight_to_matrix(sub.parametrizations.weight.original)
+                left, _, right = torch.linalg.svd(matrix.double(), full_matrices=False)
+                norm._u.copy_(left[:, 0])
+                norm._v.copy_(right[0])
 
 
 def inverse_reports(bijection: Bijection) -> list[FixedPointReport]:

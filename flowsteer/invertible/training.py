@@ -80,7 +80,8 @@ def fit(
 
     ``loss_fn`` gets a batch of training-example indices and returns ``(loss, parts)`` (parts are
     logged floats). ``val_loss()`` runs in eval mode without gradients. The best parameters (lowest
-    validation loss, step 0 included) are restored at the end and spectral norms refreshed.
+    validation loss, step 0 included) are restored at the end; spectral norms are made exact before
+    each validation (`refresh_spectral_norms`).
     """
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
@@ -93,6 +94,7 @@ def fit(
     start = time.perf_counter()
 
     def evaluate(step: int) -> bool:
+        refresh_spectral_norms(module)  # validate (and keep) weights that meet their Lipschitz bounds
         module.eval()
         with torch.no_grad():
             value = float(val_loss())
@@ -127,7 +129,6 @@ def fit(
                 break
     bar.close()
     module.load_state_dict(best)
-    refresh_spectral_norms(module)
     module.eval()
     history.seconds = time.perf_counter() - start
     return history
