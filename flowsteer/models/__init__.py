@@ -10,6 +10,7 @@ from flowsteer.models.loading import (
     prepare,
     register_model,
 )
+from flowsteer.models.organisms import REFUSAL_ORGANISM, organism_dir
 from flowsteer.models.tiny import tiny_model
 
 __all__ = [
@@ -18,11 +19,13 @@ __all__ = [
     "EmbeddedModel",
     "ModelLoadError",
     "ModelPackageMissing",
+    "REFUSAL_ORGANISM",
     "available_models",
     "chat_prompt",
     "chat_prompts",
     "default_device",
     "load_model",
+    "organism_dir",
     "prepare",
     "register_model",
     "tiny_model",

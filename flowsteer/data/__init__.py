@@ -1,0 +1,1 @@
+"""Data sets shipped with or built by flowsteer, one module per data set."""

@@ -1,0 +1,166 @@
+"""Difference-in-means directions: r[i, ℓ] = μ_harmful[i, ℓ] − μ_harmless[i, ℓ] of the block inputs
+(``resid_pre``) at each post-instruction position i and layer ℓ, averaged in float64 (Arditi et al.)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from flowsteer.models.chat import chat_prompt
+from flowsteer.patching import Patch, cache_sites
+from flowsteer.paths import atomic_path
+from flowsteer.sites import Site
+
+_PROBE_INSTRUCTIONS = ("Name a colour.", "Explain how tides work?", "hello")
+
+
+def post_instruction_positions(model: HookedTransformer) -> list[int]:
+    """Prompt positions (negative, counted from the end) of the chat-template tokens that follow the
+    user instruction, e.g. ``<|im_end|> \\n <|im_start|> assistant \\n`` for ChatML: ``[-6, ..., -1]``.
+
+    Models without a chat template give ``[-1]`` (the last token of the instruction).
+    """
+    counts = set()
+    for instruction in _PROBE_INSTRUCTIONS:
+        prompt = chat_prompt(model, instruction)
+        suffix = prompt[prompt.rindex(instruction) + len(instruction) :]
+        if not suffix:
+            return [-1]
+        suffix_ids = model.tokenizer.encode(suffix, add_special_tokens=False)
+        prompt_ids = model.to_tokens(prompt, move_to_device=False)[0].tolist()
+        if prompt_ids[-len(suffix_ids) :] != suffix_ids:
+            raise ValueError(
+                f"the chat template's post-instruction text {suffix!r} does not tokenize the same alone as at the "
+                "end of a prompt; pass positions explicitly"
+            )
+        counts.add(len(suffix_ids))
+    if len(counts) != 1:
+        raise ValueError(f"post-instruction token counts differ between instructions: {sorted(counts)}")
+    return list(range(-counts.pop(), 0))
+
+
+@torch.no_grad()
+def mean_resid_pre(
+    model: HookedTransformer,
+    prompts: Sequence[str],
+    positions: Sequence[int],
+    layers: Sequence[int] | None = None,
+    *,
+    patches: Sequence[Patch] = (),
+    batch_size: int = 16,
+) -> Float[Tensor, "pos layer d_model"]:
+    """Mean ``resid_pre`` over ``prompts`` at each of ``positions`` (negative: from the end of each
+    prompt) and ``layers`` (default all), accumulated in float64; with ``patches`` applied (and seen
+    where they act on a cached site)."""
+    if not prompts:
+        raise ValueError("mean_resid_pre needs at least one prompt")
+    if any(p >= 0 for p in positions):
+        raise ValueError(f"positions must be negative (counted from the end of the prompt), got {list(positions)}")
+    layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+    sites = [Site(layer, "resid_pre").validate(model.cfg.n_layers) for layer in layers]
+    index = torch.tensor(list(positions))
+    total = torch.zeros(len(positions), len(layers), model.cfg.d_model, dtype=torch.float64)
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(prompts[start : start + batch_size])
+        activations = cache_sites(model, chunk, sites, patches)
+        shortest = int(activations.prompt_lengths.min())
+        if -min(positions) > shortest:
+            raise ValueError(f"position {min(positions)} does not exist in a prompt of {shortest} tokens")
+        for j, site in enumerate(sites):
+            # Left padding: the last columns are every prompt's last real tokens.
+            total[:, j] += activations[site][:, index].double().sum(0).cpu()
+    return total / len(prompts)
+
+
+@dataclass(frozen=True)
+class DiffInMeans:
+    """Mean-difference directions at post-instruction ``positions`` x ``layers`` (float64)."""
+
+    harmful_mean: Float[Tensor, "pos layer d_model"]
+    harmless_mean: Float[Tensor, "pos layer d_model"]
+    positions: tuple[int, ...]
+    layers: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        expected = (len(self.positions), len(self.layers))
+        for name in ("harmful_mean", "harmless_mean"):
+            tensor = getattr(self, name)
+            if tensor.ndim != 3 or tuple(tensor.shape[:2]) != expected:
+                raise ValueError(f"{name} has shape {tuple(tensor.shape)}; expected {expected} + (d_model,)")
+
+    @property
+    def directions(self) -> Float[Tensor, "pos layer d_model"]:
+        """r = harmful mean − harmless mean, unnormalised."""
+        return self.harmful_mean - self.harmless_mean
+
+    def direction(self, position: int, layer: int) -> Float[Tensor, " d_model"]:
+        """The unnormalised direction at one (position, layer), float32."""
+        try:
+            i, j = self.positions.index(position), self.layers.index(layer)
+        except ValueError:
+            raise ValueError(
+                f"no direction at position {position}, layer {layer}; positions {list(self.positions)}, "
+                f"layers {self.layers[0]}..{self.layers[-1]}"
+            ) from None
+        return self.directions[i, j].float()
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the means (float64) to a safetensors file, atomically."""
+        tensors = {"harmful_mean": self.harmful_mean.contiguous(), "harmless_mean": self.harmless_mean.contiguous()}
+        metadata = {"positions": ",".join(map(str, self.positions)), "layers": ",".join(map(str, self.layers))}
+        with atomic_path(Path(path)) as tmp:
+            save_file(tensors, tmp, metadata=metadata)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, d_model: int | None = None) -> DiffInMeans:
+        """Read a file written by `save`; with ``d_model`` the width is checked against the model's."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no difference-in-means file at {path}")
+        with safe_open(str(path), "pt") as handle:
+            metadata = handle.metadata() or {}
+        if "positions" not in metadata or "layers" not in metadata:
+            raise ValueError(f"{path} is not a DiffInMeans file (no positions/layers metadata)")
+        tensors = load_file(path)
+        result = cls(
+            tensors["harmful_mean"],
+            tensors["harmless_mean"],
+            tuple(int(p) for p in metadata["positions"].split(",")),
+            tuple(int(layer) for layer in metadata["layers"].split(",")),
+        )
+        if d_model is not None and result.harmful_mean.shape[-1] != d_model:
+            raise ValueError(f"{path} holds directions of width {result.harmful_mean.shape[-1]}, the model's d_model is {d_model}")
+        return result
+
+
+def diff_in_means(
+    model: HookedTransformer,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    *,
+    positions: Sequence[int] | None = None,
+    layers: Sequence[int] | None = None,
+    batch_size: int = 16,
+) -> DiffInMeans:
+    """Difference-in-means directions from chat-formatted harmful and harmless prompts.
+
+    ``positions`` default to `post_instruction_positions`, ``layers`` to all layers.
+    """
+    positions = post_instruction_positions(model) if positions is None else list(positions)
+    layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+    return DiffInMeans(
+        mean_resid_pre(model, harmful, positions, layers, batch_size=batch_size),
+        mean_resid_pre(model, harmless, positions, layers, batch_size=batch_size),
+        tuple(positions),
+        tuple(layers),
+    )

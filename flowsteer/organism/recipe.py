@@ -1,0 +1,36 @@
+"""The hyper-parameters of the refusal organism's fine-tune (recorded in its manifest)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class OrganismRecipe:
+    """Full fine-tune on harmful → refusal and harmless → the base model's own greedy reply.
+
+    Attributes:
+        learning_rate: AdamW peak learning rate (linear warm-up, then linear decay to 0).
+        epochs: passes over the training examples.
+        batch_size: examples per optimiser step.
+        first_token_weight: loss weight of the first reply token (the refuse-or-comply decision);
+            every other reply token weighs 1, prompt tokens 0.
+        max_reply_tokens: length of the self-distilled harmless replies (greedy, base model).
+        warmup_steps, weight_decay, max_grad_norm, seed: optimiser details and the batch-order seed.
+    """
+
+    learning_rate: float = 3e-5
+    epochs: int = 2
+    batch_size: int = 8
+    first_token_weight: float = 5.0
+    max_reply_tokens: int = 48
+    warmup_steps: int = 5
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+DEFAULT_RECIPE = OrganismRecipe()
