@@ -62,7 +62,8 @@ def sweep_table(rows: list[dict]) -> str:
                 f"| {row['layer']} | {row['position']} | {name} | {r['harmful']['log_odds_refusal_rate']:.2f} | "
                 f"{r['harmful']['log_odds_mean']:+.2f} | {r['harmless']['log_odds_refusal_rate']:.2f} | "
                 f"{r['kl_harmless']:.4f} | {m.get('mean_delta_norm', 0):.3f} | {m.get('mean_relative_delta', 0):.4f} | "
-                f"{m.get('delta_norm_per_token', 0):.3f} | {m.get('mean_delta_norm_ratio_to_actadd', float('nan')):.3f} | "
+                f"{m.get('delta_norm_per_token', 0):.3f} | "
+                f"{m.get('mean_delta_norm_ratio_to_actadd', float('nan')):.3f} | "
                 f"{m.get('delta_norm_per_token_ratio_to_actadd', float('nan')):.3f} |"
             )
     return "\n".join(lines)

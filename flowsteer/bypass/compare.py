@@ -37,6 +37,7 @@ def fit_method(
     steps: int = 120,
     latent_size: int = 1,
     magnitude_weight: float = 1.0,
+    flow_steps: int = 300,
     seed: int = 0,
 ) -> Steering:
     """Fit one of `METHODS` (the linear ones only read ``direction``)."""
@@ -60,7 +61,17 @@ def fit_method(
             seed=seed,
         )
     if name == "innsteer":
-        return fit_innsteer_bypass(model, prompts, direction, layer=layer, seed=seed)
+        flow_config = TrainConfig(
+            steps=flow_steps,
+            batch_size=64,
+            lr=1e-3,
+            weight_decay=1e-3,
+            eval_every=max(1, min(25, flow_steps)),
+            patience=4,
+            seed=seed,
+            progress=False,
+        )
+        return fit_innsteer_bypass(model, prompts, direction, layer=layer, config=flow_config, seed=seed)
     raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
 
 
@@ -75,6 +86,7 @@ def compare_bypass(
     steps: int = 120,
     latent_size: int = 1,
     magnitude_weight: float = 1.0,
+    flow_steps: int = 300,
     max_new_tokens: int = 32,
     n_paragraphs: int | None = 20,
     generate: bool = True,
@@ -96,7 +108,7 @@ def compare_bypass(
     reference = last_position_logits(model, harmless)
     options = dict(reference=reference, max_new_tokens=max_new_tokens, n_paragraphs=n_paragraphs, generate=generate)
     results = {"baseline": evaluate_steering(model, None, prompts, **options)}
-    fitted, checks = {}, {}
+    checks = {}
     for name in methods:
         steering = fit_method(
             model,
@@ -107,9 +119,9 @@ def compare_bypass(
             steps=steps,
             latent_size=latent_size,
             magnitude_weight=magnitude_weight,
+            flow_steps=flow_steps,
             seed=seed,
         )
-        fitted[name] = steering
         results[name] = evaluate_steering(model, steering, prompts, **options) | {"fit": steering.details}
         if name in ("das", "nonlinear", "innsteer"):
             checks[name] = delta_zero_check(
@@ -131,6 +143,7 @@ def compare_bypass(
             "steps": steps,
             "latent_size": latent_size,
             "magnitude_weight": magnitude_weight,
+            "flow_steps": flow_steps,
             "max_new_tokens": max_new_tokens,
             "n_paragraphs": n_paragraphs,
             "generate": generate,

@@ -35,11 +35,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     which.add_argument("--compare", action="store_true", help="fit and evaluate every method, print one table")
     parser.add_argument("--layer", type=int, default=None, help="layer of the intervention (default: n_layers // 2)")
     parser.add_argument("--n-train", type=int, default=96, help="training prompts per label")
+    parser.add_argument(
+        "--n-val", type=int, default=32, help="validation prompts per label (selection, early stopping)"
+    )
     parser.add_argument("--n-test", type=int, default=40, help="held-out test prompts per label")
     parser.add_argument("--steps", type=int, default=120, help="training steps of the interchange-trained maps")
     parser.add_argument("--latent-size", type=int, default=1, help="latent coordinates replaced (DAS, i-ResNet)")
     parser.add_argument("--magnitude-weight", type=float, default=1.0, help="weight of ||Δh||²/||h||² in training")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="reply length judged")
+    parser.add_argument("--paragraphs", type=int, default=20, help="plain paragraphs for the cross-entropy")
     parser.add_argument("--no-generate", action="store_true", help="judge by refusal log-odds only (faster)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, metavar="JSON", help="write every number here")
@@ -56,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     layer = model.cfg.n_layers // 2 if args.layer is None else args.layer
     if not 0 <= layer < model.cfg.n_layers:
         raise ValueError(f"--layer {layer} is outside the model's layers 0..{model.cfg.n_layers - 1}")
-    prompts = bypass_prompts(model, n_train=args.n_train, n_val=32, n_test=args.n_test)
+    prompts = bypass_prompts(model, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test)
     methods = list(dict.fromkeys(METHOD_NAMES.values())) if args.compare else [METHOD_NAMES[args.method]]
     comparison = compare_bypass(
         model,
@@ -67,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         latent_size=args.latent_size,
         magnitude_weight=args.magnitude_weight,
         max_new_tokens=args.max_new_tokens,
+        n_paragraphs=args.paragraphs,
         generate=not args.no_generate,
         seed=args.seed,
     )
