@@ -1,6 +1,8 @@
 """Refusal bypass on the refusal organism: linear baselines vs invertible-map interventions, one table.
 
-Part ``main`` (one CPU job, ~10-15 minutes on 2 cores):
+Parts, each one CPU job (``--part``): ``direction`` selects the direction and evaluates some methods,
+``methods`` evaluates more methods with the saved direction, ``sweep`` runs the layer sweep, ``table`` merges
+the per-method files into one JSON and markdown table (no model). What they do:
 
 1. Difference-in-means directions from the training prompts at every post-instruction position of
    ``--selection-layers``, Arditi's selection (bypass / induce / KL filters) on the validation prompts.
@@ -17,23 +19,40 @@ Part ``main`` (one CPU job, ~10-15 minutes on 2 cores):
 Part ``sweep`` (a second job): at each of ``--sweep-layers``, the direction selected among that layer's
 post-instruction positions, ActAdd and the i-ResNet map, judged by log-odds only (no generation).
 
-Writes ``analyses/results/refusal_compare.json`` (+ ``.md``) or ``refusal_layer_sweep.json`` (+ ``.md``).
-Run through the CPU queue: ``cpu-run python analyses/refusal_compare.py --part main``.
+Per-method results go to ``analyses/results/refusal_compare/`` (one JSON each, the direction beside them);
+``--part table`` writes ``analyses/results/refusal_compare.json`` and ``.md``; the sweep writes
+``refusal_layer_sweep.json`` and ``.md``. Run through the CPU queue, e.g.
+``cpu-run python analyses/refusal_compare.py --part direction --methods baseline,actadd,nonlinear``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import time
 from pathlib import Path
 
 import torch
 
-from flowsteer.bypass import bypass_prompts, compare_bypass, markdown_table
+from flowsteer.bypass import (
+    LinearDirection,
+    bypass_prompts,
+    compare_bypass,
+    delta_zero_check,
+    evaluate_steering,
+    fit_method,
+    linear_direction,
+    markdown_table,
+    ratios_to,
+)
+from flowsteer.bypass.compare import summary_line
+from flowsteer.evals import last_position_logits
 from flowsteer.models import load_model
+from flowsteer.models.chat import chat_prompts
 from flowsteer.models.organisms import REFUSAL_ORGANISM
 from flowsteer.paths import atomic_path, write_json
+from flowsteer.vectors import load_vector, save_vector
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "analyses" / "results"
@@ -69,59 +88,151 @@ def sweep_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def save_direction(direction: LinearDirection, model_name: str, parts: Path) -> None:
+    save_vector(
+        parts / "direction.safetensors",
+        direction.direction,
+        model=model_name,
+        layer=str(direction.layer),
+        position=str(direction.position),
+    )
+    write_json(
+        parts / "direction.json",
+        {
+            "model": model_name,
+            "layer": direction.layer,
+            "position": direction.position,
+            "norm": float(direction.direction.norm()),
+            "selection": direction.selection,
+        },
+    )
+
+
+def load_direction(model, model_name: str, parts: Path) -> LinearDirection:
+    meta = json.loads((parts / "direction.json").read_text())
+    if meta["model"] != model_name:
+        raise ValueError(f"{parts / 'direction.json'} was selected on {meta['model']}, not {model_name}")
+    vector = load_vector(parts / "direction.safetensors", model.cfg.d_model)
+    return LinearDirection(vector, meta["layer"], meta["position"], meta["selection"])
+
+
+def run_methods(model, prompts, direction: LinearDirection, methods: list[str], args, parts: Path) -> None:
+    """Fit and evaluate ``methods`` ("baseline" = no patches); one JSON per method, written as it finishes."""
+    harmless = chat_prompts(model, [item.text for item in prompts.harmless_test])
+    reference = last_position_logits(model, harmless)
+    options = dict(reference=reference, max_new_tokens=args.max_new_tokens, n_paragraphs=args.paragraphs)
+    for name in methods:
+        start = time.perf_counter()
+        if name == "baseline":
+            result = evaluate_steering(model, None, prompts, **options)
+        else:
+            steering = fit_method(
+                model,
+                name,
+                prompts,
+                direction,
+                steps=args.steps,
+                latent_size=args.latent_size,
+                magnitude_weight=args.magnitude_weight,
+                flow_steps=args.flow_steps,
+                seed=args.seed,
+            )
+            result = evaluate_steering(model, steering, prompts, **options) | {"fit": steering.details}
+            if name in ("das", "nonlinear", "innsteer"):
+                check_prompts = chat_prompts(model, [i.text for i in prompts.harmful_test[:8]])
+                result["delta_zero_check"] = delta_zero_check(model, steering, check_prompts)
+        result["total_seconds"] = time.perf_counter() - start
+        result["prompts"] = prompts.sizes()
+        result["model"] = args.model
+        write_json(parts / f"{name}.json", result)
+        print(summary_line(name, result), f"({result['total_seconds']:.0f} s)", flush=True)
+
+
+def merge_table(results_dir: Path, parts: Path) -> None:
+    """The per-method files as one comparison (JSON + markdown)."""
+    direction = json.loads((parts / "direction.json").read_text())
+    order = ["baseline", "actadd", "directional_ablation", "das", "nonlinear", "innsteer"]
+    results = {
+        name: json.loads((parts / f"{name}.json").read_text()) for name in order if (parts / f"{name}.json").is_file()
+    }
+    models = {r["model"] for r in results.values()}
+    if models != {direction["model"]}:
+        raise ValueError(
+            f"per-method results come from different models: {sorted(models)} (direction: {direction['model']})"
+        )
+    ratios_to(results)
+    comparison = {
+        "analysis": "refusal bypass: linear vs invertible-map interventions",
+        "model": direction["model"],
+        "prompts": next(iter(results.values()))["prompts"],
+        "direction": direction,
+        "layer": direction["layer"],
+        "results": results,
+        "delta_zero_check": {name: r["delta_zero_check"] for name, r in results.items() if "delta_zero_check" in r},
+        "seconds": sum(r["total_seconds"] for r in results.values()),
+    }
+    write_json(results_dir / "refusal_compare.json", comparison)
+    checks = "\n".join(
+        f"- δ = 0 round trip, {name}: max |Δlogit| = {c['max_abs_logit_difference']:.2e} "
+        f"(logits up to {c['logit_scale']:.1f})"
+        for name, c in comparison["delta_zero_check"].items()
+    )
+    header = (
+        f"Model `{comparison['model']}`; direction at layer {direction['layer']}, position {direction['position']} "
+        f"(selected among layers {direction['selection'].get('layers_scored')}); prompts {comparison['prompts']}. "
+        "From `analyses/refusal_compare.py` (parts direction/methods, then table)."
+    )
+    table = markdown_table(comparison)
+    write_markdown(results_dir / "refusal_compare.md", "Refusal bypass comparison", f"{header}\n\n{table}\n\n{checks}")
+    print(table)
+    print(checks)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=["main", "sweep"], default="main")
+    parser.add_argument("--part", choices=["direction", "methods", "sweep", "table"], required=True)
     parser.add_argument("--model", default=REFUSAL_ORGANISM)
-    parser.add_argument("--selection-layers", default="8,10,12,14")
+    parser.add_argument("--methods", default="baseline,actadd,directional_ablation,nonlinear")
+    parser.add_argument("--selection-layers", default="10,12,14")
     parser.add_argument("--sweep-layers", default="6,9,12,15,18")
-    parser.add_argument("--n-train", type=int, default=96, help="training prompts per label")
-    parser.add_argument("--n-test", type=int, default=48, help="held-out test prompts per label")
-    parser.add_argument("--steps", type=int, default=120, help="training steps of DAS and the i-ResNet map")
-    parser.add_argument("--sweep-steps", type=int, default=60)
+    parser.add_argument("--n-train", type=int, default=64, help="training prompts per label")
+    parser.add_argument("--n-val", type=int, default=24, help="validation prompts per label")
+    parser.add_argument("--n-test", type=int, default=40, help="held-out test prompts per label")
+    parser.add_argument("--steps", type=int, default=80, help="training steps of DAS and the i-ResNet map")
+    parser.add_argument("--flow-steps", type=int, default=300, help="training steps of the INNSteer flow")
+    parser.add_argument("--sweep-steps", type=int, default=40)
     parser.add_argument("--latent-size", type=int, default=1)
     parser.add_argument("--magnitude-weight", type=float, default=1.0)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--paragraphs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON and markdown go")
     args = parser.parse_args()
+    parts = args.results / "refusal_compare"
+    parts.mkdir(parents=True, exist_ok=True)
+    if args.part == "table":
+        merge_table(args.results, parts)
+        return
     torch.set_num_threads(2)
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     model = load_model(args.model, device="cpu")
-    prompts = bypass_prompts(model, n_train=args.n_train, n_val=32, n_test=args.n_test)
+    prompts = bypass_prompts(model, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test)
     machine = f"{platform.machine()}, torch threads {torch.get_num_threads()}"
-    if args.part == "main":
-        comparison = compare_bypass(
-            model,
-            prompts,
-            selection_layers=ints(args.selection_layers),
-            steps=args.steps,
-            latent_size=args.latent_size,
-            magnitude_weight=args.magnitude_weight,
-            max_new_tokens=args.max_new_tokens,
-            seed=args.seed,
+    methods = [m for m in args.methods.split(",") if m]
+    if args.part == "direction":
+        direction = linear_direction(model, prompts, ints(args.selection_layers))
+        save_direction(direction, args.model, parts)
+        print(
+            f"direction: layer {direction.layer}, position {direction.position} ({time.perf_counter() - start:.0f} s)",
+            flush=True,
         )
-        comparison |= {"analysis": "refusal bypass: linear vs invertible-map interventions", "machine": machine}
-        out = args.out or RESULTS / "refusal_compare.json"
-        write_json(out, comparison)
-        table = markdown_table(comparison)
-        checks = "\n".join(
-            f"- δ = 0 round trip, {name}: max |Δlogit| = {c['max_abs_logit_difference']:.2e} "
-            f"(logits up to {c['logit_scale']:.1f})"
-            for name, c in comparison["delta_zero_check"].items()
-        )
-        d = comparison["direction"]
-        header = (
-            f"Model `{comparison['model']}`; direction at layer {d['layer']}, position {d['position']} "
-            f"(selected among layers {args.selection_layers}); prompts {comparison['prompts']}; "
-            f"{comparison['seconds']:.0f} s on {machine}. From `analyses/refusal_compare.py --part main`."
-        )
-        write_markdown(out.with_suffix(".md"), "Refusal bypass comparison", f"{header}\n\n{table}\n\n{checks}")
-        print(table)
-        print(checks)
+        run_methods(model, prompts, direction, methods, args, parts)
+    elif args.part == "methods":
+        run_methods(model, prompts, load_direction(model, args.model, parts), methods, args, parts)
     else:
         rows = []
+        out = args.results / "refusal_layer_sweep.json"
         for layer in ints(args.sweep_layers):
             comparison = compare_bypass(
                 model,
@@ -132,28 +243,26 @@ def main() -> None:
                 latent_size=args.latent_size,
                 magnitude_weight=args.magnitude_weight,
                 generate=False,
-                n_paragraphs=10,
+                n_paragraphs=args.paragraphs,
                 seed=args.seed,
             )
             rows.append({"layer": layer, "position": comparison["direction"]["position"]} | comparison)
-        result = {
-            "analysis": "layer sweep: ActAdd vs the i-ResNet map, refusal log-odds and ||Δh||",
-            "model": model.cfg.model_name,
-            "rows": rows,
-            "seconds": time.perf_counter() - start,
-            "machine": machine,
-        }
-        out = args.out or RESULTS / "refusal_layer_sweep.json"
-        write_json(out, result)
-        table = sweep_table(rows)
-        write_markdown(
-            out.with_suffix(".md"),
-            "Refusal bypass layer sweep",
-            f"Model `{result['model']}`; {result['seconds']:.0f} s on {machine}. From "
-            f"`analyses/refusal_compare.py --part sweep`.\n\n{table}",
-        )
-        print(table)
-    print(f"wrote {out} in {time.perf_counter() - start:.0f} s")
+            result = {
+                "analysis": "layer sweep: ActAdd vs the i-ResNet map, refusal log-odds and ||Δh||",
+                "model": args.model,
+                "rows": rows,
+                "seconds": time.perf_counter() - start,
+                "machine": machine,
+            }
+            write_json(out, result)  # after every layer: a cut-off job keeps what it measured
+            write_markdown(
+                out.with_suffix(".md"),
+                "Refusal bypass layer sweep",
+                f"Model `{result['model']}`; {result['seconds']:.0f} s on {machine}. From "
+                f"`analyses/refusal_compare.py --part sweep`.\n\n{sweep_table(rows)}",
+            )
+        print(sweep_table(rows))
+    print(f"done in {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":
