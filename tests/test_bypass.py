@@ -142,3 +142,25 @@ def test_cli_refusal_compare_writes_json(tmp_path, capsys):
 def test_cli_refusal_rejects_a_layer_outside_the_model(capsys):
     code = main(["refusal", "--model", TINY_MODEL, "--device", "cpu", "--compare", "--layer", "9"])
     assert code == 2 and "outside the model's layers 0..3" in capsys.readouterr().err
+
+
+def test_demo_section_compares_linear_and_nonlinear(tiny, tmp_path):
+    from flowsteer.demo import DemoContext, refusal_bypass
+
+    context = DemoContext(tmp_path, tiny)
+    refusal_bypass.run(context, model_name=TINY_MODEL, layer=1, n_train=4, n_val=2, n_test=2, steps=1)
+    text = "\n".join(context.lines)
+    assert "| actadd |" in text and "| nonlinear |" in text and "δ = 0 round trip: max |Δlogit| 0.0e+00" in text
+
+
+def test_demo_section_skips_an_unbuilt_organism(tiny, tmp_path, monkeypatch):
+    from flowsteer.demo import DemoContext, refusal_bypass
+    from flowsteer.models.loading import ModelLoadError
+
+    def missing(*args, **kwargs):
+        raise ModelLoadError("not built")
+
+    monkeypatch.setattr(refusal_bypass, "load_model", missing)
+    context = DemoContext(tmp_path, tiny)
+    refusal_bypass.run(context)
+    assert any(line.startswith("Skipped: the refusal organism") for line in context.lines)

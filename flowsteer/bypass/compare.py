@@ -198,6 +198,7 @@ def quick_refusal_comparison(
     *,
     layer: int = 12,
     n_train: int = 48,
+    n_val: int = 16,
     n_test: int = 16,
     steps: int = 40,
     seed: int = 0,
@@ -212,7 +213,7 @@ def quick_refusal_comparison(
     torch.manual_seed(seed)
     if isinstance(model, str):
         model = load_model(model)
-    prompts = bypass_prompts(model, n_train=n_train, n_val=16, n_test=n_test)
+    prompts = bypass_prompts(model, n_train=n_train, n_val=n_val, n_test=n_test)
     return compare_bypass(
         model,
         prompts,
