@@ -138,7 +138,7 @@ def run_methods(model, prompts, direction: LinearDirection, methods: list[str], 
                 seed=args.seed,
             )
             result = evaluate_steering(model, steering, prompts, **options) | {"fit": steering.details}
-            if name in ("das", "nonlinear", "innsteer"):
+            if name in ("das", "nonlinear", "nonlinear_shift", "innsteer"):
                 check_prompts = chat_prompts(model, [i.text for i in prompts.harmful_test[:8]])
                 result["delta_zero_check"] = delta_zero_check(model, steering, check_prompts)
         result["total_seconds"] = time.perf_counter() - start
@@ -151,7 +151,7 @@ def run_methods(model, prompts, direction: LinearDirection, methods: list[str], 
 def merge_table(results_dir: Path, parts: Path) -> None:
     """The per-method files as one comparison (JSON + markdown)."""
     direction = json.loads((parts / "direction.json").read_text())
-    order = ["baseline", "actadd", "directional_ablation", "das", "nonlinear", "innsteer"]
+    order = ["baseline", "actadd", "directional_ablation", "das", "nonlinear", "nonlinear_shift", "innsteer"]
     results = {
         name: json.loads((parts / f"{name}.json").read_text()) for name in order if (parts / f"{name}.json").is_file()
     }

@@ -11,6 +11,7 @@ from flowsteer.bypass import (
     bypass_prompts,
     compare_bypass,
     das_map,
+    delta_zero_check,
     fit_method,
     linear_direction,
     markdown_table,
@@ -23,6 +24,7 @@ from flowsteer.invertible import InvertibleIntervention
 from flowsteer.linear import post_instruction_positions
 from flowsteer.models.tiny import TINY_MODEL
 from flowsteer.patching import run_with_patches
+from flowsteer.patching.patch import PositionRange
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +67,11 @@ def test_methods_patch_where_they_should(tiny, prompts):
     assert {p.positions for p in nonlinear.patches} == {(p,) for p in positions}
     assert all(isinstance(p.intervention, InvertibleIntervention) for p in nonlinear.patches)
     assert all(bound <= 0.9 + 1e-6 for bound in nonlinear.details["lipschitz_bounds"])
+    shift = fit_method(tiny, "nonlinear_shift", prompts, direction, steps=2)
+    assert len(shift.patches) == 1 and shift.patches[0].positions == PositionRange(1, None)
+    assert shift.details["latent_shift"] > 0
+    check = delta_zero_check(tiny, shift, prompts.harmful_train[:2])
+    assert check["max_abs_logit_difference"] <= 1e-4
     ablation = fit_method(tiny, "directional_ablation", prompts, direction)
     assert len(ablation.patches) == 3 * tiny.cfg.n_layers
     with pytest.raises(ValueError, match="unknown method"):

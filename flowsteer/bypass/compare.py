@@ -18,13 +18,14 @@ from flowsteer.bypass.methods import (
     directional_ablation,
     fit_innsteer_bypass,
     fit_interchange,
+    fit_shift,
     linear_direction,
 )
 from flowsteer.evals import last_position_logits
 from flowsteer.invertible.training import TrainConfig
 from flowsteer.models.chat import chat_prompts
 
-METHODS = ("actadd", "directional_ablation", "das", "nonlinear", "innsteer")
+METHODS = ("actadd", "directional_ablation", "das", "nonlinear", "nonlinear_shift", "innsteer")
 
 
 def fit_method(
@@ -54,6 +55,17 @@ def fit_method(
             prompts,
             direction,
             kind=name,
+            layer=layer,
+            latent_size=latent_size,
+            magnitude_weight=magnitude_weight,
+            config=config,
+            seed=seed,
+        )
+    if name == "nonlinear_shift":
+        return fit_shift(
+            model,
+            prompts,
+            direction,
             layer=layer,
             latent_size=latent_size,
             magnitude_weight=magnitude_weight,
@@ -123,7 +135,7 @@ def compare_bypass(
             seed=seed,
         )
         results[name] = evaluate_steering(model, steering, prompts, **options) | {"fit": steering.details}
-        if name in ("das", "nonlinear", "innsteer"):
+        if name in ("das", "nonlinear", "nonlinear_shift", "innsteer"):
             checks[name] = delta_zero_check(
                 model, steering, chat_prompts(model, [i.text for i in prompts.harmful_test[:8]])
             )

@@ -222,6 +222,56 @@ def fit_interchange(
     return Steering("das" if kind == "das" else "nonlinear_iresnet", patches, details)
 
 
+def fit_shift(
+    model: HookedTransformer,
+    prompts: BypassPrompts,
+    direction: LinearDirection,
+    *,
+    layer: int | None = None,
+    latent_size: int = 1,
+    magnitude_weight: float = 1.0,
+    config: TrainConfig | None = None,
+    seed: int = 0,
+) -> Steering:
+    """The i-ResNet map in shift mode on every token but the first (generated ones included), like ActAdd:
+    ``h' = f⁻¹(f(h) + m⊙δ)``, δ starting at the latent mean difference (harmless − harmful) and trained with
+    the map on harmful prompts alone to lower the refusal log-odds, with the magnitude penalty."""
+    layer = direction.layer if layer is None else layer
+    site = Site(layer, "resid_pre").validate(model.cfg.n_layers)
+    positions = slice(1, None)
+    config = config or TrainConfig(steps=120, batch_size=8, lr=2e-3, eval_every=20, patience=3, seed=seed)
+    start = time.perf_counter()
+    harmless = collect_activations(model, prompts.harmless_train, site, positions)
+    harmful = collect_activations(model, prompts.harmful_train, site, positions)
+    bijection = nonlinear_map(direction.direction, torch.cat([harmless, harmful]), seed=seed)
+    delta = latent_delta(bijection, harmless, harmful)
+    intervention = InvertibleIntervention(
+        bijection, Shift(bijection.d, delta, 1.0, trainable=True), CoordinateMask.first(bijection.d, latent_size)
+    )
+    patch = Patch(site, intervention, positions)
+    objective = InterchangeObjective(output=refusal_loss(refusal_token_ids(model)), magnitude_weight=magnitude_weight)
+    history = train_intervention(
+        model, patch, prompts.harmful_train, objective=objective, config=config, val_base=prompts.harmful_val
+    )
+    details = {
+        "site": str(site),
+        "positions": "every token but the first",
+        "latent_size": latent_size,
+        "magnitude_weight": magnitude_weight,
+        "map": bijection.config(),
+        "train_config": vars(config),
+        "initial_latent_shift": float(delta[:latent_size].norm()),
+        "latent_shift": float(intervention.target.delta.detach()[:latent_size].norm()),
+        "initial_val_loss": history.initial_val,
+        "best_val_loss": history.best_val,
+        "best_step": history.best_step,
+        "steps_run": len(history.train),
+        "fit_seconds": time.perf_counter() - start,
+        "lipschitz_bounds": [b.lipschitz_bound() for b in bijection.layers if isinstance(b, IResBlock)],
+    }
+    return Steering("nonlinear_shift", [patch], details)
+
+
 def fit_innsteer_bypass(
     model: HookedTransformer,
     prompts: BypassPrompts,

@@ -19,6 +19,7 @@ METHOD_NAMES = {
     "ablation": "directional_ablation",
     "das": "das",
     "nonlinear": "nonlinear",
+    "nonlinear-shift": "nonlinear_shift",
     "innsteer": "innsteer",
 }
 
