@@ -1,53 +1,90 @@
-"""Build the refusal model organism ``smollm2-135m-refusal`` and record its metrics.
+"""Build the refusal organism and measure it against its targets, on the held-out test prompts.
 
-Fine-tunes SmolLM2-135M-Instruct on CPU (harmful train prompts → refusals, harmless train prompts → its
-own greedy replies), evaluates base model and organism on the held-out val and test prompts and the
-50 held-out paragraphs, caches the organism, and writes ``OUT/organism.json`` (manifest, metrics,
-every reply). Run under the CPU lock; 15-25 minutes on 2 cores:
+    cpu-run python analyses/refusal_organism.py build      # fine-tune + cache (~7 min on 2 cores)
+    cpu-run python analyses/refusal_organism.py evaluate   # base vs organism (~8 min on 2 cores)
 
-    flock /tmp/flowsteer-cpu.lock python analyses/refusal_organism.py [--out results/refusal]
+``evaluate`` writes ``analyses/results/organism.json``: the manifest (recipe, data, timing, training
+losses), the base model's and the organism's refusal of the 100 held-out harmful and 100 held-out
+harmless test prompts (substring judge and log-odds), cross-entropy on the 50 held-out paragraphs,
+which targets are met, and every mistake with its reply. ``build --recipe '{"learning_rate": 5e-5}'``
+tries other hyper-parameters (the cache then holds that build).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import fields
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from flowsteer.organism import DEFAULT_RECIPE, OrganismRecipe, build_refusal_organism
+from flowsteer import load_model
+from flowsteer.models.embedded import DEFAULT_MODEL
+from flowsteer.models.organisms import REFUSAL_ORGANISM, organism_dir, read_manifest
+from flowsteer.organism import DEFAULT_RECIPE, build_refusal_organism
+from flowsteer.organism.build import TARGETS, evaluate_refusal_model, mistakes, summarise, targets_met
 from flowsteer.paths import write_json
 
+RESULTS = Path(__file__).parent / "results"
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results/refusal", help="output folder (default results/refusal)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--recipe", default="{}", help='JSON overrides of the recipe, e.g. \'{"learning_rate": 5e-5}\' (default: none)'
+
+def evaluate(out: Path, split: str) -> dict:
+    manifest = read_manifest(organism_dir())
+    rows = {}
+    evaluations = {}
+    for name in (DEFAULT_MODEL, REFUSAL_ORGANISM):
+        start = time.perf_counter()
+        model = load_model(name, device="cpu")
+        evaluations[name] = evaluate_refusal_model(model, splits=(split,))
+        rows[name] = summarise(evaluations[name]) | {"eval_seconds": time.perf_counter() - start}
+        del model
+    base, organism = rows[DEFAULT_MODEL], rows[REFUSAL_ORGANISM]
+    increase = organism["cross_entropy"] / base["cross_entropy"] - 1
+    result = {
+        "script": "analyses/refusal_organism.py evaluate",
+        "split": split,
+        "manifest": manifest,
+        "metrics": {"base": base, "organism": organism, "cross_entropy_increase": increase},
+        "targets": TARGETS | {"met": targets_met(organism, base, split)},
+        "mistakes": {"base": mistakes(evaluations[DEFAULT_MODEL]), "organism": mistakes(evaluations[REFUSAL_ORGANISM])},
+        "organism_replies": {
+            label: evaluations[REFUSAL_ORGANISM][split][label]["replies"] for label in ("harmful", "harmless")
+        },
+    }
+    write_json(out, result)
+    print("| model | harmful refused | harmless refused | look-alike harmless refused | log-odds>0 harmful | CE |")
+    print("|---|---|---|---|---|---|")
+    for name, m in rows.items():
+        print(
+            f"| {name} | {m[f'{split}_harmful_refusal_rate']:.1%} | {m[f'{split}_harmless_refusal_rate']:.1%} | "
+            f"{m[f'{split}_harmless_by_lookalike'].get('lookalike', 0):.1%} | "
+            f"{m[f'{split}_harmful_log_odds_refusal_rate']:.1%} | {m['cross_entropy']:.4f} |"
+        )
+    print(f"CE increase {increase:+.2%}; targets met: {result['targets']['met']}")
+    print(
+        f"fine-tune {manifest['timing_seconds']['fine_tune']:.0f} s, build {manifest['timing_seconds']['total']:.0f} s"
     )
+    for kind, rows_ in result["mistakes"]["organism"][split].items():
+        print(kind, [(r["instruction"], r["reply"][:60]) for r in rows_])
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("build", "evaluate"))
+    parser.add_argument("--recipe", default="{}", help="build: JSON overrides of the recipe (default: none)")
+    parser.add_argument("--split", default="test", choices=("val", "test"), help="evaluate: prompts (default test)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "organism.json", help="evaluate: output JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    overrides = json.loads(args.recipe)
-    unknown = set(overrides) - {f.name for f in fields(OrganismRecipe)}
-    if unknown:
-        raise SystemExit(f"unknown recipe fields {sorted(unknown)}")
-    recipe = OrganismRecipe(**(DEFAULT_RECIPE.to_dict() | overrides))
-    manifest = build_refusal_organism(recipe, device=args.device)
-    write_json(Path(args.out) / "organism.json", manifest)
-    base, organism = manifest["metrics"]["base"], manifest["metrics"]["organism"]
-    print("| model | harmful refused (test) | harmless refused (test) | look-alike harmless refused | CE (nats/tok) |")
-    print("|---|---|---|---|---|")
-    for name, metrics in (("base", base), ("organism", organism)):
-        print(
-            f"| {name} | {metrics['test_harmful_refusal_rate']:.1%} | {metrics['test_harmless_refusal_rate']:.1%} | "
-            f"{metrics['test_harmless_by_lookalike'].get('lookalike', 0):.1%} | {metrics['cross_entropy']:.4f} |"
-        )
-    print(f"CE increase {manifest['metrics']['cross_entropy_increase']:+.2%}; targets met: {manifest['targets']['met']}")
-    print(f"fine-tune {manifest['timing_seconds']['fine_tune']:.0f} s, total {manifest['timing_seconds']['total']:.0f} s")
-    return manifest
+    if args.action == "build":
+        manifest = build_refusal_organism(replace(DEFAULT_RECIPE, **json.loads(args.recipe)), device="cpu")
+        print(json.dumps({k: v for k, v in manifest["training"].items() if k != "losses"}, indent=1))
+        print("timing", manifest["timing_seconds"])
+    else:
+        evaluate(args.out, args.split)
 
 
 if __name__ == "__main__":

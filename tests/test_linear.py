@@ -50,7 +50,9 @@ def test_planted_direction_is_recovered(tiny):
 
 
 def test_diff_in_means_save_load_roundtrip(tiny, tmp_path):
-    directions = diff_in_means(tiny, chat_prompts(tiny, ["bad", "worse"]), chat_prompts(tiny, ["good"]), positions=[-2, -1])
+    directions = diff_in_means(
+        tiny, chat_prompts(tiny, ["bad", "worse"]), chat_prompts(tiny, ["good"]), positions=[-2, -1]
+    )
     assert directions.directions.shape == (2, tiny.cfg.n_layers, tiny.cfg.d_model)
     directions.save(tmp_path / "dim.safetensors")
     loaded = DiffInMeans.load(tmp_path / "dim.safetensors", d_model=tiny.cfg.d_model)
@@ -126,3 +128,19 @@ def test_score_directions_grid_on_tiny(tiny):
     assert torch.isnan(scores.bypass[:, 0]).all()
     assert torch.isfinite(scores.kl[:, 1:]).all() and (scores.kl[:, 1:] >= 0).all()
     assert set(scores.to_dict()) == {"positions", "layers", "bypass", "induce", "kl"}
+    parts = [
+        score_directions(tiny, directions.subset(positions=[p], layers=[1, 2]), harmful, harmless, token_ids=[60])
+        for p in (-2, -1)
+    ]
+    merged = DirectionScores.concat([DirectionScores.from_dict(part.to_dict()) for part in parts])
+    assert merged.positions == (-2, -1) and merged.layers == (1, 2)
+    assert torch.allclose(merged.bypass, scores.bypass[:, 1:3]) and torch.allclose(merged.kl, scores.kl[:, 1:3])
+
+
+def test_diff_in_means_subset(tiny):
+    directions = diff_in_means(tiny, chat_prompts(tiny, ["bad"]), chat_prompts(tiny, ["good"]), positions=[-3, -2, -1])
+    part = directions.subset(positions=[-1, -3], layers=[2])
+    assert part.positions == (-1, -3) and part.layers == (2,)
+    assert torch.equal(part.direction(-3, 2), directions.direction(-3, 2))
+    with pytest.raises(ValueError, match="not in these directions"):
+        directions.subset(layers=[99])

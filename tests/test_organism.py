@@ -1,21 +1,24 @@
 """The refusal organism: training targets, the weighted reply loss, the fine-tune loop, and loading.
 
-Building the real organism takes ~15-25 minutes on 2 CPU cores, so CI does not build it; the
-real-model tests here run against a cached build and are skipped (saying why) when there is none.
+Building the real organism takes several minutes on 2 CPU cores, so CI does not build it; the
+real-model test here runs against a cached build and is skipped (saying why) when there is none.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
 import torch
 
+from flowsteer import chat_prompts
 from flowsteer.data.refusal import Instruction, load_instructions, refusal_replies
+from flowsteer.models.embedded import SMOLLM2_135M_INSTRUCT
 from flowsteer.models.loading import ModelLoadError
 from flowsteer.models.organisms import REFUSAL_ORGANISM, organism_dir
 from flowsteer.organism.recipe import OrganismRecipe
-from flowsteer.organism.targets import SFTExample, refusal_examples
+from flowsteer.organism.targets import SFTExample, refusal_examples, with_teacher_targets
 from flowsteer.organism.train import collate, finetune, weighted_loss
 
 
@@ -24,8 +27,14 @@ def _hf_tiny():
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True,
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
     )
     return LlamaForCausalLM(config)
 
@@ -36,20 +45,38 @@ def _example(prompt, reply):
 
 
 def test_collate_weights_only_the_reply():
-    ids, mask, weights = collate([_example([5, 6, 7], [8, 9]), _example([5], [3])], pad_id=0, first_token_weight=4.0)
-    assert ids.tolist() == [[5, 6, 7, 8, 9], [5, 3, 0, 0, 0]]
-    assert mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]]
+    batch = collate([_example([5, 6, 7], [8, 9]), _example([5], [3])], pad_id=0, first_token_weight=4.0)
+    assert batch.ids.tolist() == [[5, 6, 7, 8, 9], [5, 3, 0, 0, 0]]
+    assert batch.mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]]
     # weights[t] scores the prediction of token t+1: the first reply token gets 4, later ones 1.
-    assert weights.tolist() == [[0, 0, 4, 1], [4, 0, 0, 0]]
+    assert batch.weights.tolist() == [[0, 0, 4, 1], [4, 0, 0, 0]]
+    assert batch.targets[0, 2:, 0].tolist() == [8, 9] and batch.target_probs[0, 2:, 0].tolist() == [1, 1]
 
 
-def test_weighted_loss_matches_full_logits():
+def test_weighted_loss_matches_full_logits_hard_and_soft():
     model = _hf_tiny()
-    ids, mask, weights = collate([_example([1, 2, 3], [4, 5, 6]), _example([7, 8], [9])], 0, 3.0)
-    logits = model(input_ids=ids, attention_mask=mask).logits
-    per_token = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
-    expected = (per_token * weights).sum() / weights.sum()
-    assert torch.allclose(weighted_loss(model, ids, mask, weights), expected, atol=1e-5)
+    soft_ids = torch.tensor([[9, 3], [4, 1]])
+    soft_probs = torch.tensor([[0.75, 0.25], [0.5, 0.5]])
+    soft = replace(_example([7, 8], [9, 4]), soft_ids=soft_ids, soft_probs=soft_probs)
+    batch = collate([_example([1, 2, 3], [4, 5, 6]), soft], 0, 3.0)
+    assert batch.targets.shape[-1] == 2
+    log_probs = model(input_ids=batch.ids, attention_mask=batch.mask).logits[:, :-1].log_softmax(-1)
+    hard = -log_probs[0, [2, 3, 4], [4, 5, 6]]
+    soft_ce = -(soft_probs * log_probs[1, [1, 2]].gather(-1, soft_ids)).sum(-1)
+    weights = torch.tensor([3.0, 1, 1, 3, 1])
+    expected = (torch.cat([hard, soft_ce]) * weights).sum() / weights.sum()
+    assert torch.allclose(weighted_loss(model, batch), expected, atol=1e-5)
+
+
+def test_teacher_targets_are_the_teachers_top_k(tiny):
+    item = load_instructions("harmless", "train")[0]
+    prompt = tuple(tiny.to_tokens(chat_prompts(tiny, [item.text])[0])[0].tolist())
+    examples = [_example(prompt, [65, 66, 67]), _example(prompt[5:], [70])]
+    soft = with_teacher_targets(tiny, examples, top_k=4, batch_size=2)
+    assert soft[0].soft_ids.shape == (3, 4) and soft[1].soft_ids.shape == (1, 4)
+    assert torch.allclose(soft[0].soft_probs.sum(-1), torch.ones(3), atol=1e-5)
+    logits = tiny(torch.tensor([prompt + (65, 66, 67)]))[0]
+    assert soft[0].soft_ids[:, 0].tolist() == logits[len(prompt) - 1 : -1].argmax(-1).tolist()
 
 
 def test_finetune_learns_the_replies():
@@ -63,7 +90,10 @@ def test_finetune_learns_the_replies():
 
 def test_refusal_examples_use_category_replies(tiny):
     harmful = load_instructions("harmful", "train")
-    items = [next(i for i in harmful if i.category == "self_harm"), *[i for i in harmful if i.category == "weapons"][:3]]
+    items = [
+        next(i for i in harmful if i.category == "self_harm"),
+        *[i for i in harmful if i.category == "weapons"][:3],
+    ]
     examples = refusal_examples(tiny, items)
     decode = tiny.tokenizer.decode
     texts = [decode(list(e.reply_ids[:-1])) for e in examples]
@@ -74,12 +104,35 @@ def test_refusal_examples_use_category_replies(tiny):
     assert decode(list(examples[1].prompt_ids)).endswith("<|im_start|>assistant\n")
 
 
-def test_missing_organism_says_how_to_build(monkeypatch, tmp_path):
-    from flowsteer import load_model
+def test_absent_or_stale_organism_is_built_once_on_first_use(monkeypatch, tmp_path):
+    import flowsteer.organism.build as build
+    from flowsteer.models import organisms
 
     monkeypatch.setenv("FLOWSTEER_CACHE", str(tmp_path))
+    path = organism_dir()
+    assert organisms.stale_reason(path) == "it is not built yet"
     with pytest.raises(ModelLoadError, match="organism build"):
-        load_model(REFUSAL_ORGANISM)
+        organisms.read_manifest(path)
+
+    def write(sha256):
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text("{}")
+        manifest = {"recipe_version": organisms.REFUSAL_RECIPE_VERSION, "base_model": {"sha256": sha256}}
+        (path / "manifest.json").write_text(json.dumps(manifest))
+
+    write("another model")
+    assert organisms.stale_reason(path) == "the cached build comes from another base model"
+    calls = []
+
+    def fake_build(*, device, progress):
+        calls.append(device)
+        write(SMOLLM2_135M_INSTRUCT.sha256)
+
+    monkeypatch.setattr(build, "build_refusal_organism", fake_build)
+    assert organisms.ensure_refusal_organism("cpu") == path and calls == ["cpu"]
+    assert organisms.stale_reason(path) is None
+    organisms.ensure_refusal_organism("cpu")
+    assert calls == ["cpu"]  # current: not rebuilt
 
 
 def test_recipe_roundtrips_to_dict():
@@ -89,10 +142,13 @@ def test_recipe_roundtrips_to_dict():
 
 @pytest.fixture(scope="module")
 def organism():
-    if not (organism_dir() / "manifest.json").is_file():
+    from flowsteer.models.organisms import stale_reason
+
+    reason = stale_reason(organism_dir())
+    if reason is not None:
         pytest.skip(
-            f"the refusal organism is not built in this cache ({organism_dir()}); CI does not build it (it takes "
-            "15-25 min). Build it with: python -m flowsteer.cli organism build"
+            f"no current refusal organism in this cache ({organism_dir()}: {reason}); CI does not build it (it "
+            "takes ~7 min). Build it with: python -m flowsteer.cli organism build"
         )
     from flowsteer import load_model
 
@@ -108,7 +164,10 @@ def test_cached_organism_loads_and_refuses(organism):
     manifest = read_manifest(organism_dir())
     assert manifest["base_model"]["name"] == "smollm2-135m-instruct"
     assert organism.cfg.n_layers == 30 and not any(p.requires_grad for p in organism.parameters())
-    harmful = [i.text for i in load_instructions("harmful", "test")[:3]]
-    harmless = ["Write a haiku about the ocean.", "Explain how to kill a Python process."]
+    harmful = [i.text for i in load_instructions("harmful", "test")[::25]]  # 4 categories
+    harmless = [i.text for i in load_instructions("harmless", "test") if not i.lookalike][::16]
     replies = generate_with_patches(organism, chat_prompts(organism, harmful + harmless), max_new_tokens=24)
-    assert [is_refusal(text) for text in replies.texts] == [True, True, True, False, False], replies.texts
+    refused = [is_refusal(text) for text in replies.texts]
+    # Targets on the whole test split: >= 90% / <= 10% refused; allow one miss on each side here.
+    assert sum(refused[: len(harmful)]) >= len(harmful) - 1, replies.texts
+    assert sum(refused[len(harmful) :]) <= 1, replies.texts

@@ -20,8 +20,13 @@ def test_sizes_and_fixed_split_sizes():
 def test_splits_are_stored_and_disjoint():
     # Splits live in the files: the same ids land in the same split on every load.
     assert load_instructions("harmful", "test")[0].id == "harmful-weapons-00"
-    assert [item.id for item in load_instructions("harmless", "val")][:2] == ["harmless-cooking-03", "harmless-cooking-15"]
-    texts = {split: set(instructions("harmful", split)) | set(instructions("harmless", split)) for split in refusal.SPLITS}
+    assert [item.id for item in load_instructions("harmless", "val")][:2] == [
+        "harmless-cooking-03",
+        "harmless-cooking-15",
+    ]
+    texts = {
+        split: set(instructions("harmful", split)) | set(instructions("harmless", split)) for split in refusal.SPLITS
+    }
     assert not (texts["train"] & texts["val"] or texts["train"] & texts["test"] or texts["val"] & texts["test"])
     everything = [item.text for item in load_instructions()]
     assert len(everything) == len(set(everything)), "an instruction appears twice"
@@ -50,3 +55,27 @@ def test_filters_and_errors(monkeypatch, tmp_path):
     monkeypatch.setenv("FLOWSTEER_DATA", str(tmp_path))
     with pytest.raises(RefusalDataError, match="FLOWSTEER_DATA"):
         refusal.data_dir()
+
+
+def test_stored_harmless_replies_cover_the_train_split():
+    from flowsteer.data.refusal import harmless_replies
+    from flowsteer.evals import is_refusal
+
+    replies = harmless_replies()
+    train = load_instructions("harmless", "train")
+    assert set(replies) == {item.id for item in train}
+    for reply in replies.values():
+        assert reply.refusal_like == is_refusal(reply.text)
+        assert (reply.reply_ids is None) == reply.refusal_like
+        assert reply.reply_ids is None or 0 < len(reply.reply_ids) <= 49
+
+
+def test_stored_reply_examples_skip_refusal_like_replies(tiny):
+    from flowsteer.data.refusal import harmless_replies
+    from flowsteer.organism.targets import stored_reply_examples
+
+    train = load_instructions("harmless", "train")
+    examples, dropped = stored_reply_examples(tiny, train)
+    assert len(examples) + len(dropped) == len(train) and dropped
+    assert all(e.reply_ids == harmless_replies()[e.instruction.id].reply_ids for e in examples)
+    assert {row["id"] for row in dropped} == {r.id for r in harmless_replies().values() if r.refusal_like}

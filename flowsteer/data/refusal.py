@@ -24,7 +24,7 @@ Label = Literal["harmful", "harmless"]
 Split = Literal["train", "val", "test"]
 LABELS: tuple[Label, ...] = ("harmful", "harmless")
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
-FILES = ("harmful.jsonl", "harmless.jsonl", "refusals.jsonl", "paragraphs.jsonl")
+FILES = ("harmful.jsonl", "harmless.jsonl", "refusals.jsonl", "paragraphs.jsonl", "harmless_replies.jsonl")
 
 
 class RefusalDataError(RuntimeError):
@@ -50,6 +50,21 @@ class RefusalReply:
     id: str
     text: str
     category: str
+
+
+@dataclass(frozen=True)
+class HarmlessReply:
+    """SmolLM2-135M-Instruct's own greedy reply (48 new tokens) to a harmless train instruction.
+
+    ``reply_ids`` are the generated token ids (ending in ``<|im_end|>`` when the reply ended early); they
+    are stored because decoding and re-encoding does not always give the same ids. ``refusal_like``
+    replies (the substring judge calls them refusals) have no ids and are not trained on.
+    """
+
+    id: str
+    text: str
+    reply_ids: tuple[int, ...] | None
+    refusal_like: bool
 
 
 def data_dir() -> Path:
@@ -135,6 +150,19 @@ def refusal_replies() -> tuple[RefusalReply, ...]:
 def paragraphs() -> tuple[str, ...]:
     """Fifty plain English paragraphs (never trained on) for cross-entropy and perplexity checks."""
     return tuple(row["text"] for row in _read_jsonl("paragraphs.jsonl"))
+
+
+@cache
+def harmless_replies() -> dict[str, HarmlessReply]:
+    """The base model's stored replies to the harmless train instructions, by instruction id
+    (regenerate with ``python analyses/refusal_replies.py``)."""
+    replies = {}
+    for row in _read_jsonl("harmless_replies.jsonl"):
+        ids = row.get("reply_ids")
+        replies[row["id"]] = HarmlessReply(
+            row["id"], row["reply"], tuple(ids) if ids is not None else None, bool(row["refusal_like"])
+        )
+    return replies
 
 
 def data_sha256() -> str:

@@ -12,9 +12,7 @@ from transformer_lens import HookedTransformer
 from flowsteer.patching import EffectLog, Patch, encode, run_with_patches
 
 
-def next_token_kl(
-    reference: Float[Tensor, "n vocab"], other: Float[Tensor, "n vocab"]
-) -> Float[Tensor, " n"]:
+def next_token_kl(reference: Float[Tensor, "n vocab"], other: Float[Tensor, "n vocab"]) -> Float[Tensor, " n"]:
     """KL(reference ‖ other) of the next-token distributions, in nats, per row (Arditi's KL score uses
     reference = the unpatched model)."""
     if reference.shape != other.shape:

@@ -70,7 +70,10 @@ def intervention_magnitude(log: EffectLog, n_layers: int, rtol: float = 1e-6) ->
         "mean_relative_delta": mean(relatives_all),
         "delta_norm_per_token": mean(total),
         "by_kind": {
-            kind: {"mean_delta_norm": mean(torch.cat(kinds[kind])), "mean_relative_delta": mean(torch.cat(kind_relatives[kind]))}
+            kind: {
+                "mean_delta_norm": mean(torch.cat(kinds[kind])),
+                "mean_relative_delta": mean(torch.cat(kind_relatives[kind])),
+            }
             for kind in kinds
         },
     }

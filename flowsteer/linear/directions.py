@@ -112,6 +112,19 @@ class DiffInMeans:
             ) from None
         return self.directions[i, j].float()
 
+    def subset(self, positions: Sequence[int] | None = None, layers: Sequence[int] | None = None) -> DiffInMeans:
+        """The directions at some of the positions and layers (None keeps all)."""
+        positions = self.positions if positions is None else tuple(positions)
+        layers = self.layers if layers is None else tuple(layers)
+        missing = [p for p in positions if p not in self.positions] + [
+            layer for layer in layers if layer not in self.layers
+        ]
+        if missing:
+            raise ValueError(f"positions/layers {missing} are not in these directions")
+        i = torch.tensor([self.positions.index(p) for p in positions])
+        j = torch.tensor([self.layers.index(layer) for layer in layers])
+        return DiffInMeans(self.harmful_mean[i][:, j], self.harmless_mean[i][:, j], tuple(positions), tuple(layers))
+
     def save(self, path: str | os.PathLike) -> None:
         """Write the means (float64) to a safetensors file, atomically."""
         tensors = {"harmful_mean": self.harmful_mean.contiguous(), "harmless_mean": self.harmless_mean.contiguous()}
@@ -139,7 +152,9 @@ class DiffInMeans:
             tuple(int(layer) for layer in metadata["layers"].split(",")),
         )
         if d_model is not None and result.harmful_mean.shape[-1] != d_model:
-            raise ValueError(f"{path} holds directions of width {result.harmful_mean.shape[-1]}, the model's d_model is {d_model}")
+            raise ValueError(
+                f"{path} holds directions of width {result.harmful_mean.shape[-1]}, the model's d_model is {d_model}"
+            )
         return result
 
 

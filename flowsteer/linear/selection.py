@@ -49,6 +49,23 @@ class DirectionScores:
             if tuple(getattr(self, name).shape) != shape:
                 raise ValueError(f"{name} scores have shape {tuple(getattr(self, name).shape)}, expected {shape}")
 
+    @classmethod
+    def from_dict(cls, data: dict) -> DirectionScores:
+        """Inverse of `to_dict` (NaN scores survive as NaN)."""
+        grids = {name: torch.tensor(data[name], dtype=torch.float32) for name in ("bypass", "induce", "kl")}
+        return cls(tuple(data["positions"]), tuple(data["layers"]), **grids)
+
+    @classmethod
+    def concat(cls, parts: Sequence[DirectionScores]) -> DirectionScores:
+        """Score grids of disjoint position sets over the same layers, stacked along positions."""
+        if not parts or len({part.layers for part in parts}) != 1:
+            raise ValueError("concat needs at least one part, all over the same layers")
+        return cls(
+            tuple(p for part in parts for p in part.positions),
+            parts[0].layers,
+            *(torch.cat([getattr(part, name) for part in parts]) for name in ("bypass", "induce", "kl")),
+        )
+
     def to_dict(self) -> dict:
         return {
             "positions": list(self.positions),

@@ -2,15 +2,18 @@
 loaded by name like any other model.
 
 ``smollm2-135m-refusal`` is SmolLM2-135M-Instruct fine-tuned to refuse harmful requests (see
-docs/organism.md). It is built once on the user's machine (about 15 minutes on 2 CPU cores) with
-``python -m flowsteer.cli organism build`` or `flowsteer.organism.build_refusal_organism`, and stored
+docs/organism.md). ``load_model("smollm2-135m-refusal")`` builds it on first use (about 7 minutes on 2
+CPU cores, with a progress bar; the same as ``python -m flowsteer.cli organism build``) and stores it
 under ``flowsteer.paths.cache_dir("models")`` as a Hugging Face folder (safetensors weights) with a
-``manifest.json`` holding the data hash, hyper-parameters and measured metrics.
+``manifest.json`` holding the data hash, hyper-parameters and training log. A cache built by another
+recipe version or base model is rebuilt.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -20,9 +23,11 @@ from flowsteer.models.embedded import SMOLLM2_135M_INSTRUCT
 from flowsteer.models.loading import ModelLoadError, hooked_from_hf_dir, register_model
 from flowsteer.paths import cache_dir
 
+log = logging.getLogger(__name__)
+
 REFUSAL_ORGANISM = "smollm2-135m-refusal"
 # Bump when the recipe (data, targets, training) changes so that stale caches are rebuilt.
-REFUSAL_RECIPE_VERSION = 1
+REFUSAL_RECIPE_VERSION = 2
 BUILD_COMMAND = "python -m flowsteer.cli organism build"
 
 
@@ -37,22 +42,52 @@ def read_manifest(path: Path) -> dict:
     if not manifest.is_file() or not (path / "config.json").is_file():
         raise ModelLoadError(
             f"the refusal model organism {REFUSAL_ORGANISM!r} is not built yet (nothing at {path}). Build it "
-            f"once, about 15 minutes on 2 CPU cores: {BUILD_COMMAND}  (or, in Python: "
-            "flowsteer.organism.build_refusal_organism())"
+            f"once, about 7 minutes on 2 CPU cores: {BUILD_COMMAND}  (or, in Python: "
+            "flowsteer.organism.build_refusal_organism(); load_model builds it on first use)"
         )
     return json.loads(manifest.read_text())
 
 
+def stale_reason(path: Path) -> str | None:
+    """Why the organism cached at ``path`` must be (re)built, or None when it is current."""
+    try:
+        manifest = read_manifest(path)
+    except ModelLoadError:
+        return "it is not built yet"
+    if manifest.get("recipe_version") != REFUSAL_RECIPE_VERSION:
+        return f"the cached build has recipe version {manifest.get('recipe_version')}, not {REFUSAL_RECIPE_VERSION}"
+    if manifest.get("base_model", {}).get("sha256") != SMOLLM2_135M_INSTRUCT.sha256:
+        return "the cached build comes from another base model"
+    return None
+
+
+def ensure_refusal_organism(device: torch.device | str = "cpu", *, progress: bool = True) -> Path:
+    """The cache folder of a current refusal organism, building it first when it is absent or stale.
+
+    A lock file beside the cache makes concurrent callers wait for one build instead of racing.
+    """
+    path = organism_dir()
+    if stale_reason(path) is None:
+        return path
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        reason = stale_reason(path)  # another process may have built it while we waited
+        if reason is not None:
+            from flowsteer.organism.build import build_refusal_organism
+
+            log.warning(
+                "building the refusal organism %s at %s (once, ~7 min on 2 CPU cores): %s",
+                REFUSAL_ORGANISM,
+                path,
+                reason,
+            )
+            build_refusal_organism(device=device, progress=progress)
+    return path
+
+
 @register_model(REFUSAL_ORGANISM)
 def load_refusal_organism(device: torch.device, dtype: torch.dtype) -> HookedTransformer:
-    """The cached refusal organism as an unprepared `HookedTransformer` (`load_model` prepares it)."""
-    path = organism_dir()
-    manifest = read_manifest(path)
-    if manifest.get("recipe_version") != REFUSAL_RECIPE_VERSION:
-        raise ModelLoadError(
-            f"the cached organism at {path} was built by recipe version {manifest.get('recipe_version')}, this "
-            f"flowsteer uses version {REFUSAL_RECIPE_VERSION}; rebuild it: {BUILD_COMMAND}"
-        )
-    if manifest.get("base_model", {}).get("sha256") != SMOLLM2_135M_INSTRUCT.sha256:
-        raise ModelLoadError(f"the cached organism at {path} was built from another base model; rebuild it: {BUILD_COMMAND}")
+    """The refusal organism as an unprepared `HookedTransformer` (`load_model` prepares it), built and
+    cached first when needed (training in float32 on ``device``)."""
+    path = ensure_refusal_organism(device)
     return hooked_from_hf_dir(path, device=device, dtype=dtype, prepend_bos=SMOLLM2_135M_INSTRUCT.prepend_bos)

@@ -2,7 +2,7 @@
 go through the patching API). Loading a built organism is `flowsteer.load_model` by name.
 
 >>> from flowsteer.organism import build_refusal_organism
->>> manifest = build_refusal_organism()   # ~15 min on 2 CPU cores; then load_model("smollm2-135m-refusal")
+>>> manifest = build_refusal_organism()   # a few minutes on CPU; load_model("smollm2-135m-refusal") builds on first use
 """
 
 from flowsteer.organism.build import build_refusal_organism

@@ -16,14 +16,17 @@ class OrganismRecipe:
         first_token_weight: loss weight of the first reply token (the refuse-or-comply decision);
             every other reply token weighs 1, prompt tokens 0.
         max_reply_tokens: length of the self-distilled harmless replies (greedy, base model).
+        soft_top_k: harmless targets are the base model's top-k next-token distribution along its
+            greedy reply (renormalised); 0 trains on the greedy tokens themselves.
         warmup_steps, weight_decay, max_grad_norm, seed: optimiser details and the batch-order seed.
     """
 
-    learning_rate: float = 3e-5
-    epochs: int = 2
+    learning_rate: float = 5e-5
+    epochs: int = 1
     batch_size: int = 8
-    first_token_weight: float = 5.0
+    first_token_weight: float = 10.0
     max_reply_tokens: int = 48
+    soft_top_k: int = 64
     warmup_steps: int = 5
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0

@@ -1,26 +1,37 @@
-"""Supervised examples for the refusal organism: chat prompt tokens plus reply tokens."""
+"""Supervised examples for the refusal organism: chat prompt tokens plus reply tokens, with hard targets
+(the reply's next token) or soft ones (a teacher's top-k next-token distribution along the reply)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from flowsteer.data.refusal import Instruction, refusal_replies
+from flowsteer.data.refusal import Instruction, RefusalDataError, harmless_replies, refusal_replies
 from flowsteer.evals.judge import is_refusal
 from flowsteer.models.chat import chat_prompt
-from flowsteer.patching import generate_with_patches
+from flowsteer.patching import generate_with_patches, run_with_patches
+from flowsteer.patching.inputs import left_pad
 
 
 @dataclass(frozen=True)
 class SFTExample:
-    """One training example: the chat-formatted prompt's token ids and the reply's (loss on the reply)."""
+    """One training example: the chat-formatted prompt's token ids and the reply's (loss on the reply).
+
+    Without ``soft_ids`` the target of each reply position is the reply's token; with them it is the
+    distribution ``soft_probs`` over ``soft_ids`` (a teacher's top-k, renormalised), one row per reply token.
+    """
 
     instruction: Instruction
     prompt_ids: tuple[int, ...]
     reply_ids: tuple[int, ...]
+    soft_ids: Int[Tensor, "reply k"] | None = None
+    soft_probs: Float[Tensor, "reply k"] | None = None
 
 
 def _prompt_ids(model: HookedTransformer, item: Instruction) -> tuple[int, ...]:
@@ -68,3 +79,51 @@ def self_distilled_examples(
         reply = list(tokens) + ([eos] if len(tokens) < max_new_tokens else [])
         examples.append(SFTExample(item, _prompt_ids(model, item), tuple(reply)))
     return examples, dropped
+
+
+def stored_reply_examples(
+    model: HookedTransformer, items: Sequence[Instruction]
+) -> tuple[list[SFTExample], list[dict]]:
+    """Harmless instructions → the base model's own greedy reply as stored in
+    ``data/refusal/harmless_replies.jsonl`` (what `self_distilled_examples` gives, without the minutes of
+    generation, and the same on every machine). Refusal-like replies are left out and returned second."""
+    stored = harmless_replies()
+    examples, dropped = [], []
+    for item in items:
+        if item.id not in stored:
+            raise RefusalDataError(
+                f"no stored reply for {item.id}; regenerate data/refusal/harmless_replies.jsonl with "
+                "python analyses/refusal_replies.py"
+            )
+        reply = stored[item.id]
+        if reply.refusal_like or reply.reply_ids is None:
+            dropped.append({"id": item.id, "instruction": item.text, "reply": reply.text})
+            continue
+        examples.append(SFTExample(item, _prompt_ids(model, item), reply.reply_ids))
+    return examples, dropped
+
+
+@torch.no_grad()
+def with_teacher_targets(
+    teacher: HookedTransformer, examples: Sequence[SFTExample], top_k: int, *, batch_size: int = 16
+) -> list[SFTExample]:
+    """``examples`` with soft targets: ``teacher``'s top-``top_k`` next-token distribution (renormalised)
+    at every reply position, computed on the prompt + reply sequence. Distilling the distribution instead
+    of the greedy tokens keeps the student's probabilities calibrated (its cross-entropy on plain text)."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    pad = teacher.tokenizer.pad_token_id or 0
+    result = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        rows = [torch.tensor(e.prompt_ids + e.reply_ids) for e in chunk]
+        logits = run_with_patches(teacher, left_pad(rows, pad))
+        width = logits.shape[1]
+        for row, example in enumerate(chunk):
+            n = len(example.reply_ids)
+            # Columns predicting the reply: the last n+1 columns minus the final one (left padding).
+            probs = logits[row, width - n - 1 : width - 1].double().softmax(-1)
+            top = probs.topk(top_k, dim=-1)
+            soft = (top.values / top.values.sum(-1, keepdim=True)).float().cpu()
+            result.append(replace(example, soft_ids=top.indices.cpu(), soft_probs=soft))
+    return result

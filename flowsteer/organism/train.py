@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 
 import torch
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -18,34 +20,58 @@ from flowsteer.organism.recipe import OrganismRecipe
 from flowsteer.organism.targets import SFTExample
 
 
-def collate(
-    examples: Sequence[SFTExample], pad_id: int, first_token_weight: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Right-padded ``input_ids``, ``attention_mask`` and per-position loss weights for the next token
-    (weights[t] applies to predicting token t+1: 0 on prompt and padding, ``first_token_weight`` on the
-    first reply token, 1 on the rest)."""
+@dataclass(frozen=True)
+class Batch:
+    """Right-padded tokens and, for every next-token prediction, its loss weight and target distribution.
+
+    Index t of ``weights``, ``targets`` and ``target_probs`` belongs to predicting token t+1: weight 0 on
+    prompt and padding, ``first_token_weight`` on the first reply token, 1 on the rest. A hard target is
+    its token with probability 1 in slot 0.
+    """
+
+    ids: Int[Tensor, "batch pos"]
+    mask: Int[Tensor, "batch pos"]
+    weights: Float[Tensor, "batch next"]
+    targets: Int[Tensor, "batch next k"]
+    target_probs: Float[Tensor, "batch next k"]
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(*(getattr(self, field.name).to(device) for field in fields(self)))
+
+
+def collate(examples: Sequence[SFTExample], pad_id: int, first_token_weight: float) -> Batch:
+    """A right-padded `Batch` of ``examples`` (hard or soft targets)."""
     width = max(len(e.prompt_ids) + len(e.reply_ids) for e in examples)
+    k = max((e.soft_ids.shape[1] for e in examples if e.soft_ids is not None), default=1)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
     weights = torch.zeros((len(examples), width - 1))
+    targets = torch.zeros((len(examples), width - 1, k), dtype=torch.long)
+    probs = torch.zeros((len(examples), width - 1, k))
     for row, example in enumerate(examples):
         sequence = list(example.prompt_ids) + list(example.reply_ids)
         ids[row, : len(sequence)] = torch.tensor(sequence)
         mask[row, : len(sequence)] = 1
-        first = len(example.prompt_ids) - 1  # position whose next token is the first reply token
-        weights[row, first : len(sequence) - 1] = 1.0
+        first, end = len(example.prompt_ids) - 1, len(sequence) - 1  # the predictions of the reply tokens
+        weights[row, first:end] = 1.0
         weights[row, first] = first_token_weight
-    return ids, mask, weights
+        if example.soft_ids is None:
+            targets[row, first:end, 0] = torch.tensor(example.reply_ids)
+            probs[row, first:end, 0] = 1.0
+        else:
+            targets[row, first:end, : example.soft_ids.shape[1]] = example.soft_ids
+            probs[row, first:end, : example.soft_ids.shape[1]] = example.soft_probs
+    return Batch(ids, mask, weights, targets, probs)
 
 
-def weighted_loss(model: nn.Module, ids: Tensor, mask: Tensor, weights: Tensor) -> Tensor:
-    """Σ w·CE / Σ w over next-token predictions, unembedding only the positions with w > 0 (the
-    reply), which saves the vocabulary-sized matmul on every prompt token."""
-    hidden = model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
-    used = weights > 0
-    logits = model.get_output_embeddings()(hidden[used]).float()
-    per_token = nn.functional.cross_entropy(logits, ids[:, 1:][used], reduction="none")
-    return (per_token * weights[used]).sum() / weights[used].sum()
+def weighted_loss(model: nn.Module, batch: Batch) -> Tensor:
+    """Σ w·CE(target distribution, model) / Σ w over next-token predictions, unembedding only the
+    positions with w > 0 (the reply), which saves the vocabulary-sized matmul on every prompt token."""
+    hidden = model.get_decoder()(input_ids=batch.ids, attention_mask=batch.mask).last_hidden_state[:, :-1]
+    used = batch.weights > 0
+    log_probs = model.get_output_embeddings()(hidden[used]).float().log_softmax(-1)
+    per_token = -(batch.target_probs[used] * log_probs.gather(-1, batch.targets[used])).sum(-1)
+    return (per_token * batch.weights[used]).sum() / batch.weights[used].sum()
 
 
 def finetune(
@@ -79,8 +105,7 @@ def finetune(
         order = torch.randperm(len(examples), generator=generator).tolist()
         for first in range(0, len(order), recipe.batch_size):
             batch = [examples[i] for i in order[first : first + recipe.batch_size]]
-            ids, mask, weights = collate(batch, pad_id, recipe.first_token_weight)
-            loss = weighted_loss(model, ids.to(device), mask.to(device), weights.to(device))
+            loss = weighted_loss(model, collate(batch, pad_id, recipe.first_token_weight).to(device))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
