@@ -1,7 +1,8 @@
 """Demo section: bypass the refusal organism's refusals, linear (ActAdd) vs the i-ResNet map, with ||Δh||.
 
 Uses `flowsteer.bypass.quick_refusal_comparison` (about 3 minutes on 2 CPU cores) on its own model, the
-refusal organism; when the organism is not built yet the section says how to build it and moves on.
+refusal organism (``load_model`` builds it on first use, ~7 more minutes); when it cannot be loaded or built,
+the section says so and moves on.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def run(context: DemoContext, model_name: str = REFUSAL_ORGANISM, layer: int = 1
         model = load_model(model_name, device=context.model.cfg.device)
     except ModelLoadError as error:
         context.say(f"skipped: {error}")
-        context.write(f"Skipped: the refusal organism `{model_name}` is not built (`{BUILD_COMMAND}`).")
+        context.write(f"Skipped: the refusal organism `{model_name}` could not be loaded ({error}; `{BUILD_COMMAND}`).")
         return
     comparison = quick_refusal_comparison(model, layer=layer, log=context.say, **options)
     results = comparison["results"]
