@@ -16,8 +16,9 @@ the per-method files into one JSON and markdown table (no model). What they do:
    Σ per token, fraction of (layer, position) locations changed) and its ratio to ActAdd's; the δ = 0 round
    trip of every trained map.
 
-Part ``sweep`` (a second job): at each of ``--sweep-layers``, the direction selected among that layer's
-post-instruction positions, ActAdd and the i-ResNet map, judged by log-odds only (no generation).
+Part ``sweep``: at each of ``--sweep-layers``, the difference-in-means direction at the main comparison's
+position (or, without a saved direction, the one selected among that layer's post-instruction positions),
+ActAdd and the i-ResNet map, judged by log-odds only (no generation).
 
 Per-method results go to ``analyses/results/refusal_compare/`` (one JSON each, the direction beside them);
 ``--part table`` writes ``analyses/results/refusal_compare.json`` and ``.md``; the sweep writes
@@ -48,6 +49,7 @@ from flowsteer.bypass import (
 )
 from flowsteer.bypass.compare import summary_line
 from flowsteer.evals import last_position_logits
+from flowsteer.linear import diff_in_means
 from flowsteer.models import load_model
 from flowsteer.models.chat import chat_prompts
 from flowsteer.models.organisms import REFUSAL_ORGANISM
@@ -233,11 +235,23 @@ def main() -> None:
     else:
         rows = []
         out = args.results / "refusal_layer_sweep.json"
-        for layer in ints(args.sweep_layers):
+        layers = ints(args.sweep_layers)
+        directions: dict[int, LinearDirection | None] = dict.fromkeys(layers)
+        if (parts / "direction.json").is_file():  # the main comparison's position, every sweep layer: one pass
+            position = load_direction(model, args.model, parts).position
+            means = diff_in_means(
+                model, prompts.harmful_train, prompts.harmless_train, positions=[position], layers=layers
+            )
+            rule = {"rule": f"difference in means at the main comparison's position {position}"}
+            directions = {
+                layer: LinearDirection(means.direction(position, layer), layer, position, rule) for layer in layers
+            }
+        for layer in layers:
             comparison = compare_bypass(
                 model,
                 prompts,
                 methods=("actadd", "nonlinear"),
+                direction=directions[layer],
                 selection_layers=[layer],
                 steps=args.sweep_steps,
                 latent_size=args.latent_size,
