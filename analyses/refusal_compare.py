@@ -233,11 +233,15 @@ def main() -> None:
     elif args.part == "methods":
         run_methods(model, prompts, load_direction(model, args.model, parts), methods, args, parts)
     else:
-        rows = []
         out = args.results / "refusal_layer_sweep.json"
-        layers = ints(args.sweep_layers)
+        previous = json.loads(out.read_text()) if out.is_file() else {}
+        rows = previous.get("rows", []) if previous.get("model") == args.model else []  # resume a cut-off sweep
+        layers = [layer for layer in ints(args.sweep_layers) if layer not in {row["layer"] for row in rows}]
+        carried_seconds = previous.get("seconds", 0.0) if rows else 0.0
         directions: dict[int, LinearDirection | None] = dict.fromkeys(layers)
-        if (parts / "direction.json").is_file():  # the main comparison's position, every sweep layer: one pass
+        if (
+            layers and (parts / "direction.json").is_file()
+        ):  # the main comparison's position, every sweep layer: one pass
             position = load_direction(model, args.model, parts).position
             means = diff_in_means(
                 model, prompts.harmful_train, prompts.harmless_train, positions=[position], layers=layers
@@ -247,6 +251,9 @@ def main() -> None:
                 layer: LinearDirection(means.direction(position, layer), layer, position, rule) for layer in layers
             }
         for layer in layers:
+            if directions[layer] is not None and not bool(directions[layer].direction.norm() > 0):
+                print(f"layer {layer}: the difference in means is zero at this position; skipped")
+                continue
             comparison = compare_bypass(
                 model,
                 prompts,
@@ -265,7 +272,7 @@ def main() -> None:
                 "analysis": "layer sweep: ActAdd vs the i-ResNet map, refusal log-odds and ||Δh||",
                 "model": args.model,
                 "rows": rows,
-                "seconds": time.perf_counter() - start,
+                "seconds": time.perf_counter() - start + carried_seconds,
                 "machine": machine,
             }
             write_json(out, result)  # after every layer: a cut-off job keeps what it measured

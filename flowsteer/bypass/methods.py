@@ -120,6 +120,10 @@ def refusal_loss(token_ids: Sequence[int], margin: float = 2.0):
 
 def rotation_from(direction: Tensor, d: int, seed: int = 0) -> Float[Tensor, "d d"]:
     """An orthogonal matrix (float64) whose first row is ``direction / ||direction||``."""
+    if not bool(direction.norm() > 0):
+        raise ValueError(
+            "cannot start a rotation along a zero direction (e.g. layer 0 at template tokens); pick a layer"
+        )
     generator = torch.Generator().manual_seed(seed)
     basis = torch.cat([direction.double()[:, None], torch.randn(d, d - 1, generator=generator, dtype=torch.float64)], 1)
     q, r = torch.linalg.qr(basis)
