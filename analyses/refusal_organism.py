@@ -1,6 +1,6 @@
 """Build the refusal organism and measure it against its targets, on the held-out test prompts.
 
-    cpu-run python analyses/refusal_organism.py build      # fine-tune + cache (~7 min on 2 cores)
+    cpu-run python analyses/refusal_organism.py build      # fine-tune + cache (~6 min on 2 idle cores)
     cpu-run python analyses/refusal_organism.py evaluate   # base vs organism (~8 min on 2 cores)
 
 ``evaluate`` writes ``analyses/results/organism.json``: the manifest (recipe, data, timing, training

@@ -148,7 +148,7 @@ def organism():
     if reason is not None:
         pytest.skip(
             f"no current refusal organism in this cache ({organism_dir()}: {reason}); CI does not build it (it "
-            "takes ~7 min). Build it with: python -m flowsteer.cli organism build"
+            "takes minutes). Build it with: python -m flowsteer.cli organism build"
         )
     from flowsteer import load_model
 

@@ -11,9 +11,7 @@ from flowsteer.models.organisms import REFUSAL_ORGANISM, organism_dir, read_mani
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("organism", help=f"build or inspect the refusal model organism {REFUSAL_ORGANISM}")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    build = actions.add_parser(
-        "build", help="fine-tune SmolLM2-135M-Instruct to refuse and cache it (~7 min on 2 CPU cores)"
-    )
+    build = actions.add_parser("build", help="fine-tune SmolLM2-135M-Instruct to refuse and cache it (minutes on CPU)")
     build.add_argument("--device", default="cpu", help="where to train (default: cpu)")
     actions.add_parser("info", help="print the cached organism's hyper-parameters, data and timing")
     parser.set_defaults(run=run)

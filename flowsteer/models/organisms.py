@@ -2,7 +2,7 @@
 loaded by name like any other model.
 
 ``smollm2-135m-refusal`` is SmolLM2-135M-Instruct fine-tuned to refuse harmful requests (see
-docs/organism.md). ``load_model("smollm2-135m-refusal")`` builds it on first use (about 7 minutes on 2
+docs/organism.md). ``load_model("smollm2-135m-refusal")`` builds it on first use (minutes on 2
 CPU cores, with a progress bar; the same as ``python -m flowsteer.cli organism build``) and stores it
 under ``flowsteer.paths.cache_dir("models")`` as a Hugging Face folder (safetensors weights) with a
 ``manifest.json`` holding the data hash, hyper-parameters and training log. A cache built by another
@@ -42,7 +42,7 @@ def read_manifest(path: Path) -> dict:
     if not manifest.is_file() or not (path / "config.json").is_file():
         raise ModelLoadError(
             f"the refusal model organism {REFUSAL_ORGANISM!r} is not built yet (nothing at {path}). Build it "
-            f"once, about 7 minutes on 2 CPU cores: {BUILD_COMMAND}  (or, in Python: "
+            f"once (minutes on CPU): {BUILD_COMMAND}  (or, in Python: "
             "flowsteer.organism.build_refusal_organism(); load_model builds it on first use)"
         )
     return json.loads(manifest.read_text())
@@ -76,7 +76,7 @@ def ensure_refusal_organism(device: torch.device | str = "cpu", *, progress: boo
             from flowsteer.organism.build import build_refusal_organism
 
             log.warning(
-                "building the refusal organism %s at %s (once, ~7 min on 2 CPU cores): %s",
+                "building the refusal organism %s at %s (once, minutes on CPU): %s",
                 REFUSAL_ORGANISM,
                 path,
                 reason,

@@ -42,7 +42,8 @@ def build_refusal_organism(
     progress: bool = True,
 ) -> dict:
     """Fine-tune SmolLM2-135M-Instruct into ``smollm2-135m-refusal``, cache it (replacing any cached
-    build) and return its manifest. About 7 minutes on 2 CPU cores (see docs/organism.md)."""
+    build) and return its manifest. Minutes on CPU; far longer when other jobs share the cores (see
+    docs/organism.md for measured times)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = torch.device(device)
