@@ -1,0 +1,63 @@
+"""The prompt sets of a refusal-bypass comparison: chat-formatted train/val prompts and held-out test
+instructions, drawn from `flowsteer.data.refusal`'s fixed splits (evenly spread subsets when smaller)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from transformer_lens import HookedTransformer
+
+from flowsteer.data.refusal import Instruction, load_instructions
+from flowsteer.models.chat import chat_prompts
+
+T = TypeVar("T")
+
+
+def spread(items: Sequence[T], n: int | None) -> list[T]:
+    """``n`` items evenly spread over ``items`` (all of them when ``n`` is None or too large); keeps
+    the files' category strata roughly balanced in a small subset."""
+    items = list(items)
+    if n is None or n >= len(items):
+        return items
+    if n < 1:
+        raise ValueError(f"a subset needs at least one item, got n={n}")
+    return [items[(i * len(items)) // n] for i in range(n)]
+
+
+@dataclass
+class BypassPrompts:
+    """Chat-formatted training and validation prompts, and the held-out test instructions."""
+
+    harmful_train: list[str]
+    harmless_train: list[str]
+    harmful_val: list[str]
+    harmless_val: list[str]
+    harmful_test: list[Instruction]
+    harmless_test: list[Instruction]
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(value) for name, value in vars(self).items()}
+
+
+def bypass_prompts(
+    model: HookedTransformer,
+    *,
+    n_train: int | None = None,
+    n_val: int | None = None,
+    n_test: int | None = 50,
+) -> BypassPrompts:
+    """The refusal data's train / val / test splits, each limited to ``n_*`` prompts per label."""
+
+    def prompts(label: str, split: str, n: int | None) -> list[str]:
+        return chat_prompts(model, [item.text for item in spread(load_instructions(label, split), n)])
+
+    return BypassPrompts(
+        prompts("harmful", "train", n_train),
+        prompts("harmless", "train", n_train),
+        prompts("harmful", "val", n_val),
+        prompts("harmless", "val", n_val),
+        spread(load_instructions("harmful", "test"), n_test),
+        spread(load_instructions("harmless", "test"), n_test),
+    )

@@ -1,0 +1,367 @@
+"""Refusal-bypass interventions, each fitted on training prompts and returned as patches (`Steering`).
+
+Linear (Arditi et al. 2024): a difference-in-means direction ``r`` chosen by `flowsteer.linear`'s selection
+on the layers asked for; ActAdd ``h - r`` at its layer on every token; directional ablation of ``r̂`` at every
+layer. Interchange-trained maps (arXiv 2605.14749, reconstructed): ``h' = f⁻¹((1-m)⊙f(h) + m⊙z*)`` on the
+first ``k`` latent coordinates at the post-instruction positions, with ``f`` a rotation (DAS) or ActNorm ->
+rotation -> i-ResNet blocks (non-linear), trained by interchange (base harmful, source harmless) to lower the
+refusal log-odds with a magnitude penalty, then applied with ``z*`` the harmless mean latent of each position.
+INNSteer (arXiv 2606.08454, reconstructed): a coupling flow fitted on harmless vs harmful activations at the
+post-instruction positions, ``h' = f⁻¹(f(h) + α·v_p)`` with ``v_p`` the latent mean difference at position
+``p``, α chosen on validation prompts.
+
+Both trained maps start from ``r``: the first rotated coordinate is the projection on ``r`` (on the ActNorm
+standardised scale for the i-ResNet map), so training starts at a DAS reading of the linear direction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from flowsteer.bypass.data import BypassPrompts
+from flowsteer.evals import last_position_logits, next_token_kl, refusal_log_odds, refusal_token_ids
+from flowsteer.invertible.actnorm import ActNorm
+from flowsteer.invertible.bijection import Bijection, Composition, data_init
+from flowsteer.invertible.coupling import AffineCoupling, Permutation
+from flowsteer.invertible.data import collect_activations
+from flowsteer.invertible.innsteer import train_innsteer
+from flowsteer.invertible.intervention import InvertibleIntervention, latent_delta
+from flowsteer.invertible.iresnet import IResBlock, inverse_reports
+from flowsteer.invertible.masks import CoordinateMask
+from flowsteer.invertible.nonlinear import InterchangeObjective, train_intervention
+from flowsteer.invertible.orthogonal import Orthogonal
+from flowsteer.invertible.targets import Shift
+from flowsteer.invertible.training import TrainConfig
+from flowsteer.linear import (
+    DiffInMeans,
+    NoDirectionSelected,
+    ablation_patches,
+    actadd_patches,
+    diff_in_means,
+    post_instruction_positions,
+    score_directions,
+    select_direction,
+)
+from flowsteer.patching import Patch
+from flowsteer.sites import Site
+
+
+@dataclass
+class Steering:
+    """A fitted method: its patches (usable in generation) and what fitting it found."""
+
+    name: str
+    patches: list[Patch]
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class LinearDirection:
+    """The difference-in-means direction used by every method, and how it was chosen."""
+
+    direction: Float[Tensor, " d_model"]
+    layer: int
+    position: int
+    selection: dict
+
+
+def linear_direction(
+    model: HookedTransformer, prompts: BypassPrompts, layers: Sequence[int], *, batch_size: int = 16
+) -> LinearDirection:
+    """Difference-in-means candidates at every post-instruction position of ``layers`` (from the training
+    prompts), scored and filtered by Arditi's procedure on the validation prompts; if every candidate is
+    filtered out, the one with the lowest bypass score is taken and the report says so."""
+    means: DiffInMeans = diff_in_means(
+        model, prompts.harmful_train, prompts.harmless_train, layers=list(layers), batch_size=batch_size
+    )
+    scores = score_directions(model, means, prompts.harmful_val, prompts.harmless_val, batch_size=batch_size)
+    try:
+        chosen = select_direction(scores, model.cfg.n_layers)
+        position, layer, report = chosen.position, chosen.layer, chosen.to_dict()
+        report.pop("kept_mask", None)
+    except NoDirectionSelected as error:
+        bypass = torch.where(torch.isfinite(scores.bypass), scores.bypass, torch.full_like(scores.bypass, float("inf")))
+        i, j = divmod(int(bypass.argmin()), bypass.shape[1])
+        position, layer = scores.positions[i], scores.layers[j]
+        report = {"position": position, "layer": layer, "fallback": f"lowest bypass score; {error}"}
+    report["layers_scored"] = list(layers)
+    report["scores"] = scores.to_dict()
+    return LinearDirection(means.direction(position, layer), layer, position, report)
+
+
+def actadd(direction: LinearDirection, layer: int | None = None) -> Steering:
+    """ActAdd ``h ← h - r`` at ``layer`` (default the direction's), every token."""
+    layer = direction.layer if layer is None else layer
+    return Steering("actadd", actadd_patches(direction.direction, layer, -1.0), {"layer": layer, "coeff": -1.0})
+
+
+def directional_ablation(direction: LinearDirection, n_layers: int) -> Steering:
+    """Directional ablation of ``r̂`` at every layer's resid_pre, attn_out and mlp_out, every token."""
+    return Steering("directional_ablation", ablation_patches(direction.direction, n_layers), {"layers": n_layers})
+
+
+def refusal_loss(token_ids: Sequence[int], margin: float = 2.0):
+    """Training metric ``softplus(log-odds + margin)`` at the next token: pushes the refusal log-odds
+    below ``-margin`` and stops pushing past it."""
+
+    def metric(logits: Float[Tensor, "batch pos vocab"]) -> Float[Tensor, " batch"]:
+        return F.softplus(refusal_log_odds(logits[:, -1], token_ids) + margin)
+
+    return metric
+
+
+def rotation_from(direction: Tensor, d: int, seed: int = 0) -> Float[Tensor, "d d"]:
+    """An orthogonal matrix (float64) whose first row is ``direction / ||direction||``."""
+    if not bool(direction.norm() > 0):
+        raise ValueError(
+            "cannot start a rotation along a zero direction (e.g. layer 0 at template tokens); pick a layer"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    basis = torch.cat([direction.double()[:, None], torch.randn(d, d - 1, generator=generator, dtype=torch.float64)], 1)
+    q, r = torch.linalg.qr(basis)
+    q = q * torch.sign(torch.diagonal(r))  # first column along +direction
+    return q.T.contiguous()
+
+
+def das_map(direction: Tensor) -> Bijection:
+    """A rotation whose first coordinate is the projection on ``direction``."""
+    d = direction.shape[-1]
+    return Orthogonal(d, rotation_from(direction, d))
+
+
+def nonlinear_map(
+    direction: Tensor, activations: Float[Tensor, "n d"], n_blocks: int = 2, coeff: float = 0.9, seed: int = 0
+) -> Bijection:
+    """ActNorm (from ``activations``) -> rotation (first coordinate along ``direction`` on the standardised
+    scale) -> ``n_blocks`` i-ResNet blocks, float64."""
+    d = direction.shape[-1]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        actnorm = ActNorm(d).double()
+        data_init(actnorm, activations)
+        standardised = direction.double() * actnorm.log_scale.detach().exp()  # <r, h - loc> in z coordinates
+        blocks = [IResBlock(d, coeff=coeff).double() for _ in range(n_blocks)]
+    return Composition([actnorm, Orthogonal(d, rotation_from(standardised, d, seed)), *blocks])
+
+
+def paired(base: Sequence[str], source: Sequence[str], seed: int) -> tuple[list[str], list[str]]:
+    """Pair every base prompt with a source prompt drawn (seeded, cycling) from ``source``."""
+    order = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed)).tolist()
+    return list(base), [source[order[i % len(order)]] for i in range(len(base))]
+
+
+def per_position_patches(
+    model: HookedTransformer,
+    intervention: InvertibleIntervention,
+    site: Site,
+    harmless: Sequence[str],
+    positions: Sequence[int],
+) -> list[Patch]:
+    """One patch per position whose ``z*`` is the mean latent of the ``harmless`` prompts at that position
+    (map and mask shared): usable without a source run, e.g. in generation."""
+    return [
+        Patch(site, intervention.fixed_to_mean(collect_activations(model, harmless, site, [p])), [p]) for p in positions
+    ]
+
+
+def fit_interchange(
+    model: HookedTransformer,
+    prompts: BypassPrompts,
+    direction: LinearDirection,
+    *,
+    kind: str = "nonlinear",
+    layer: int | None = None,
+    latent_size: int = 1,
+    magnitude_weight: float = 1.0,
+    config: TrainConfig | None = None,
+    seed: int = 0,
+) -> Steering:
+    """DAS (``kind="das"``) or the i-ResNet map (``"nonlinear"``) at ``layer``'s resid_pre on the
+    post-instruction positions, trained by interchange to bypass refusal (see the module docstring)."""
+    if kind not in ("das", "nonlinear"):
+        raise ValueError(f"kind must be 'das' or 'nonlinear', got {kind!r}")
+    layer = direction.layer if layer is None else layer
+    site = Site(layer, "resid_pre").validate(model.cfg.n_layers)
+    positions = post_instruction_positions(model)
+    config = config or TrainConfig(steps=120, batch_size=8, lr=2e-3, eval_every=20, patience=3, seed=seed)
+    start = time.perf_counter()
+    if kind == "das":
+        bijection = das_map(direction.direction)
+    else:
+        rows = collect_activations(model, prompts.harmful_train + prompts.harmless_train, site, positions)
+        bijection = nonlinear_map(direction.direction, rows, seed=seed)
+    intervention = InvertibleIntervention.interchange(bijection, CoordinateMask.first(bijection.d, latent_size))
+    patch = Patch(site, intervention, positions)
+    objective = InterchangeObjective(output=refusal_loss(refusal_token_ids(model)), magnitude_weight=magnitude_weight)
+    base, source = paired(prompts.harmful_train, prompts.harmless_train, seed)
+    val_base, val_source = paired(prompts.harmful_val, prompts.harmless_val, seed + 1)
+    history = train_intervention(
+        model, patch, base, source, objective=objective, config=config, val_base=val_base, val_source=val_source
+    )
+    patches = per_position_patches(model, intervention, site, prompts.harmless_train, positions)
+    details = {
+        "site": str(site),
+        "positions": positions,
+        "latent_size": latent_size,
+        "magnitude_weight": magnitude_weight,
+        "map": bijection.config(),
+        "train_config": vars(config),
+        "initial_val_loss": history.initial_val,
+        "best_val_loss": history.best_val,
+        "best_step": history.best_step,
+        "steps_run": len(history.train),
+        "fit_seconds": time.perf_counter() - start,
+    }
+    blocks = [layer for layer in getattr(bijection, "layers", []) if isinstance(layer, IResBlock)]
+    if blocks:
+        details["lipschitz_bounds"] = [block.lipschitz_bound() for block in blocks]
+    return Steering("das" if kind == "das" else "nonlinear_iresnet", patches, details)
+
+
+def fit_shift(
+    model: HookedTransformer,
+    prompts: BypassPrompts,
+    direction: LinearDirection,
+    *,
+    layer: int | None = None,
+    latent_size: int = 1,
+    magnitude_weight: float = 1.0,
+    config: TrainConfig | None = None,
+    seed: int = 0,
+) -> Steering:
+    """The i-ResNet map in shift mode on every token but the first (generated ones included), like ActAdd:
+    ``h' = f⁻¹(f(h) + m⊙δ)``, δ starting at the latent mean difference (harmless − harmful) and trained with
+    the map on harmful prompts alone to lower the refusal log-odds, with the magnitude penalty."""
+    layer = direction.layer if layer is None else layer
+    site = Site(layer, "resid_pre").validate(model.cfg.n_layers)
+    positions = slice(1, None)
+    config = config or TrainConfig(steps=120, batch_size=8, lr=2e-3, eval_every=20, patience=3, seed=seed)
+    start = time.perf_counter()
+    harmless = collect_activations(model, prompts.harmless_train, site, positions)
+    harmful = collect_activations(model, prompts.harmful_train, site, positions)
+    bijection = nonlinear_map(direction.direction, torch.cat([harmless, harmful]), seed=seed)
+    delta = latent_delta(bijection, harmless, harmful)
+    intervention = InvertibleIntervention(
+        bijection, Shift(bijection.d, delta, 1.0, trainable=True), CoordinateMask.first(bijection.d, latent_size)
+    )
+    patch = Patch(site, intervention, positions)
+    objective = InterchangeObjective(output=refusal_loss(refusal_token_ids(model)), magnitude_weight=magnitude_weight)
+    history = train_intervention(
+        model, patch, prompts.harmful_train, objective=objective, config=config, val_base=prompts.harmful_val
+    )
+    details = {
+        "site": str(site),
+        "positions": "every token but the first",
+        "latent_size": latent_size,
+        "magnitude_weight": magnitude_weight,
+        "map": bijection.config(),
+        "train_config": vars(config),
+        "initial_latent_shift": float(delta[:latent_size].norm()),
+        "latent_shift": float(intervention.target.delta.detach()[:latent_size].norm()),
+        "initial_val_loss": history.initial_val,
+        "best_val_loss": history.best_val,
+        "best_step": history.best_step,
+        "steps_run": len(history.train),
+        "fit_seconds": time.perf_counter() - start,
+        "lipschitz_bounds": [b.lipschitz_bound() for b in bijection.layers if isinstance(b, IResBlock)],
+    }
+    return Steering("nonlinear_shift", [patch], details)
+
+
+def fit_innsteer_bypass(
+    model: HookedTransformer,
+    prompts: BypassPrompts,
+    direction: LinearDirection,
+    *,
+    layer: int | None = None,
+    alphas: Sequence[float] = (0.25, 0.5, 1.0, 1.5, 2.0),
+    n_blocks: int = 4,
+    hidden: int = 256,
+    config: TrainConfig | None = None,
+    kl_limit: float = 0.1,
+    seed: int = 0,
+) -> Steering:
+    """INNSteer at ``layer``'s resid_pre on the post-instruction positions: a coupling flow fitted on
+    harmless (positive) vs harmful (negative) rows of every position, one latent translation per position;
+    α is the smallest of ``alphas`` whose mean validation log-odds is below 0 with harmless KL below
+    ``kl_limit`` (else the one with the lowest log-odds)."""
+    layer = direction.layer if layer is None else layer
+    site = Site(layer, "resid_pre").validate(model.cfg.n_layers)
+    positions = post_instruction_positions(model)
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        layers: list[Bijection] = [ActNorm(model.cfg.d_model)]
+        for i in range(n_blocks):
+            layers += [AffineCoupling(model.cfg.d_model, hidden), Permutation(model.cfg.d_model, seed=seed * 1000 + i)]
+        flow = Composition(layers).double()
+    harmless_rows = collect_activations(model, prompts.harmless_train, site, positions)
+    harmful_rows = collect_activations(model, prompts.harmful_train, site, positions)
+    config = config or TrainConfig(
+        steps=300, batch_size=64, lr=1e-3, weight_decay=1e-3, eval_every=25, patience=4, seed=seed, progress=False
+    )
+    result = train_innsteer(flow, harmless_rows, harmful_rows, config=config)
+    interventions = []
+    for p in positions:
+        delta = latent_delta(
+            flow,
+            collect_activations(model, prompts.harmless_train, site, [p]),
+            collect_activations(model, prompts.harmful_train, site, [p]),
+        )
+        interventions.append((p, InvertibleIntervention(flow, Shift(flow.d, delta, 1.0))))
+
+    def patches_at(alpha: float) -> list[Patch]:
+        for _, intervention in interventions:
+            intervention.target.alpha = alpha
+        return [Patch(site, intervention, [p]) for p, intervention in interventions]
+
+    ids = refusal_token_ids(model)
+    reference = last_position_logits(model, prompts.harmless_val)
+    sweep = []
+    for alpha in alphas:
+        patches = patches_at(alpha)
+        log_odds = refusal_log_odds(last_position_logits(model, prompts.harmful_val, patches), ids)
+        kl = next_token_kl(reference, last_position_logits(model, prompts.harmless_val, patches))
+        sweep.append(
+            {
+                "alpha": alpha,
+                "val_log_odds_mean": float(log_odds.mean()),
+                "val_log_odds_refusal_rate": float((log_odds > 0).float().mean()),
+                "val_kl_harmless": float(kl.mean()),
+            }
+        )
+    good = [row for row in sweep if row["val_log_odds_mean"] < 0 and row["val_kl_harmless"] < kl_limit]
+    chosen = good[0] if good else min(sweep, key=lambda row: row["val_log_odds_mean"])
+    details = {
+        "site": str(site),
+        "positions": positions,
+        "flow": flow.config(),
+        "train_config": vars(config),
+        "initial_val_loss": result.history.initial_val,
+        "best_val_loss": result.history.best_val,
+        "val_accuracy_latent_classifier": result.val_accuracy,
+        "alpha_sweep": sweep,
+        "alpha": chosen["alpha"],
+        "alpha_rule": f"smallest alpha with val log-odds < 0 and KL < {kl_limit}" if good else "lowest val log-odds",
+        "fit_seconds": time.perf_counter() - start,
+    }
+    return Steering("innsteer_coupling", patches_at(chosen["alpha"]), details)
+
+
+def inverse_residuals(steering: Steering) -> list[float]:
+    """Largest relative fixed-point residual of each i-ResNet inverse in the steering's maps (last run)."""
+    seen, residuals = set(), []
+    for patch in steering.patches:
+        intervention = patch.intervention
+        if isinstance(intervention, InvertibleIntervention) and id(intervention.bijection) not in seen:
+            seen.add(id(intervention.bijection))
+            residuals += [report.residual for report in inverse_reports(intervention.bijection)]
+    return residuals
