@@ -9,7 +9,13 @@ from flowsteer.steering.evaluate import Scores, SteeringScorer
 from flowsteer.steering.multilayer import STRATEGIES, graph_features, graph_steerer
 from flowsteer.steering.schedules import SCHEDULES, Constant, Exponential, Linear
 from flowsteer.steering.steerer import MODES, FeatureSteerer
-from flowsteer.steering.themes import ThemeFeatures, load_themes, rank_theme_features, standardised_mean_difference
+from flowsteer.steering.themes import (
+    ThemeFeatures,
+    load_themes,
+    rank_theme_features,
+    rank_themes,
+    standardised_mean_difference,
+)
 from flowsteer.steering.units import feature_units, typical_activations
 
 __all__ = [
@@ -34,6 +40,7 @@ __all__ = [
     "load_themes",
     "perplexity",
     "rank_theme_features",
+    "rank_themes",
     "repetition",
     "standardised_mean_difference",
     "typical_activations",

@@ -67,9 +67,7 @@ def perplexity(
     return result
 
 
-def coherence(
-    perplexities: Float[Tensor, " n"], texts: Sequence[str], reference: float
-) -> Float[Tensor, " n"]:
+def coherence(perplexities: Float[Tensor, " n"], texts: Sequence[str], reference: float) -> Float[Tensor, " n"]:
     """``min(1, reference / ppl) * (1 - repetition)``; 0 for texts of fewer than two words."""
     fluency = (reference / perplexities).clamp(max=1.0).nan_to_num(0.0)
     rep = torch.tensor([repetition(t) for t in texts])

@@ -72,9 +72,10 @@ class SteeringScorer:
     def __init__(self, model: HookedTransformer, classifier: ThemeClassifier, reference_perplexity: float = 20.0):
         self.model, self.classifier, self.reference = model, classifier, float(reference_perplexity)
 
-    def calibrate(self, prompts: Sequence[str], generation: Generation) -> float:
+    def calibrate(self, prompts: Sequence[str] | str, generation: Generation) -> float:
         """Set ppl_ref to the median perplexity of unsteered samples; returns it."""
-        ppl = perplexity(self.model, list(prompts), generation.tokens)
+        prompts = [prompts] * len(generation) if isinstance(prompts, str) else list(prompts)
+        ppl = perplexity(self.model, prompts, generation.tokens)
         self.reference = float(ppl[ppl.isfinite()].median())
         return self.reference
 

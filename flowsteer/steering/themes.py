@@ -1,7 +1,8 @@
 """Choosing features for a theme without Neuronpedia: standardised mean difference of activations.
 
-Each text's activation of a feature is its mean over the text's tokens (the first token, an
-attention sink, skipped). A feature's score for a theme is
+Each text's activation of a feature is its maximum (or mean, ``reduce="mean"``) over the text's
+tokens (the first token, an attention sink, skipped): the maximum finds features that mark the
+theme's words wherever they occur, the mean favours features active throughout. A feature's score for a theme is
 
     d = (mean_on - mean_off) / sqrt((var_on + var_off) / 2)
 
@@ -19,6 +20,7 @@ import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -87,9 +89,13 @@ class ThemeFeatures(list[RankedFeature]):
 
 @torch.no_grad()
 def text_activations(
-    model: HookedTransformer, saes: Mapping[Site, nn.Module], texts: Sequence[str], batch_size: int = 16
+    model: HookedTransformer,
+    saes: Mapping[Site, nn.Module],
+    texts: Sequence[str],
+    batch_size: int = 16,
+    reduce: Literal["max", "mean"] = "max",
 ) -> tuple[dict[Site, Tensor], dict[Site, Tensor], list[Tensor]]:
-    """Per text and feature: mean activation over tokens, argmax token; and each text's tokens."""
+    """Per text and feature: max (or mean) activation over tokens, argmax token; each text's tokens."""
     sites = sorted(saes)
     means: dict[Site, list[Tensor]] = {s: [] for s in sites}
     peaks: dict[Site, list[Tensor]] = {s: [] for s in sites}
@@ -102,7 +108,8 @@ def text_activations(
         for site in sites:
             sae = saes[site]
             feats = sae.encode(acts[site].to(sae.W_dec)) * keep[..., None]
-            means[site].append((feats.sum(1) / keep.sum(1, keepdim=True)).float().cpu())
+            value = feats.amax(1) if reduce == "max" else feats.sum(1) / keep.sum(1, keepdim=True)
+            means[site].append(value.float().cpu())
             peak_col = feats.argmax(1).cpu()  # [b, F] column of the peak
             pad = (batch.attention_mask == 0).sum(1, keepdim=True).cpu()
             peaks[site].append(peak_col - pad)
@@ -142,28 +149,57 @@ def rank_theme_features(
     theme: str = "theme",
     top: int = 20,
     min_active: float = 0.25,
+    reduce: Literal["max", "mean"] = "max",
 ) -> ThemeFeatures:
     """The ``top`` features by standardised mean difference, on-theme vs off-theme texts.
 
-    Features active (non-zero mean) in fewer than ``min_active`` of the on-theme texts are skipped:
-    a large d from two or three texts is a keyword detector, not a theme.
+    Features active in fewer than ``min_active`` of the on-theme texts are skipped: a large d from
+    two or three texts is a rare-word detector, not a theme.
     """
     if len(on_texts) < 2 or len(off_texts) < 2:
         raise ValueError("rank_theme_features needs at least 2 on-theme and 2 off-theme texts")
-    texts = list(on_texts) + list(off_texts)
-    means, peaks, tokens = text_activations(model, saes, texts)
-    n_on = len(on_texts)
+    if reduce not in ("max", "mean"):
+        raise ValueError(f"reduce={reduce!r}; use 'max' or 'mean'")
+    activations = text_activations(model, saes, list(on_texts) + list(off_texts), reduce=reduce)
+    on = torch.arange(len(on_texts) + len(off_texts)) < len(on_texts)
+    return _rank(model, saes, activations, on, theme, top, min_active)
+
+
+def rank_themes(
+    model: HookedTransformer,
+    saes: Mapping[Site, nn.Module],
+    themes: Mapping[str, Sequence[str]],
+    *,
+    top: int = 20,
+    min_active: float = 0.25,
+    reduce: Literal["max", "mean"] = "max",
+) -> dict[str, ThemeFeatures]:
+    """`rank_theme_features` for every theme but ``neutral`` against all other texts, from one pass."""
+    names = list(themes)
+    texts = [t for name in names for t in themes[name]]
+    owner = torch.tensor([i for i, name in enumerate(names) for _ in themes[name]])
+    activations = text_activations(model, saes, texts, reduce=reduce)
+    return {
+        name: _rank(model, saes, activations, owner == i, name, top, min_active)
+        for i, name in enumerate(names)
+        if name != NEUTRAL
+    }
+
+
+def _rank(model, saes, activations, on: Tensor, theme: str, top: int, min_active: float) -> ThemeFeatures:
+    values, peaks, tokens = activations
     candidates: list[tuple[float, Site, int]] = []
-    for site, acts in means.items():
-        smd = standardised_mean_difference(acts[:n_on], acts[n_on:])
-        smd[(acts[:n_on] > 0).float().mean(0) < min_active] = -torch.inf
+    for site, acts in values.items():
+        smd = standardised_mean_difference(acts[on], acts[~on])
+        smd[(acts[on] > 0).float().mean(0) < min_active] = -torch.inf
         best = smd.topk(min(top, len(smd)))
         candidates += [(v, site, i) for v, i in zip(best.values.tolist(), best.indices.tolist(), strict=True)]
     candidates = sorted((c for c in candidates if c[0] > -torch.inf), key=lambda c: -c[0])[:top]
+    on_rows = on.nonzero().flatten()
     rows = []
     for value, site, index in candidates:
-        acts = means[site][:, index]
-        text = int(acts[:n_on].argmax())
+        acts = values[site][:, index]
+        text = int(on_rows[acts[on].argmax()])
         column = int(peaks[site][text, index])
         words = [model.tokenizer.decode([t]) for t in tokens[text].tolist()]
         lo = max(0, column - 8)
@@ -172,8 +208,8 @@ def rank_theme_features(
             RankedFeature(
                 FeatureId(site, index),
                 value,
-                float(acts[:n_on].mean()),
-                float(acts[n_on:].mean()),
+                float(acts[on].mean()),
+                float(acts[~on].mean()),
                 tuple(promoted(model, saes[site], [index])[0]),
                 context.strip(),
             )

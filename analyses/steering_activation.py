@@ -1,0 +1,90 @@
+"""Steering analyses, step 3: theme activation (Feature Flow App. B.2, Fig. 11) on the embedded model.
+
+From the prompt "I think", add features (strength s in feature units, every token):
+
+- **baseline**: the seed feature alone (s in {2, 4, 8, 16, 32}; measured in steering_prepare.py's pilot
+  with the same settings and copied here);
+- **single**: the seed's flow-graph features at layer l, s in {4, 8, 16};
+- **constant / linear (s* = 1) / exponential (α = -0.05)**: cumulative, every graph feature at
+  layers <= l with the schedule's strength, s in {1, 2, 4};
+
+for 4 layers spread over the graph's span. 20 samples per setting, scored B x C.
+
+    python analyses/steering_activation.py --themes wedding   # writes results/steering/activation_<theme>.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from steering_common import ACTIVATION_PROMPT, SAMPLES, SAMPLING, graphs, prepared, run_setting, save, setup
+from steering_deactivation import spread
+
+from flowsteer.patching import generate_with_patches
+from flowsteer.steering import Constant, Exponential, Linear, SteeringScorer, graph_steerer
+
+SINGLE_STRENGTHS = (4.0, 8.0, 16.0)
+CUMULATIVE_STRENGTHS = (1.0, 2.0, 4.0)
+SCHEDULES = {"constant": Constant(), "linear": Linear(1.0), "exponential": Exponential(-0.05)}
+N_LAYERS = 4
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--themes", nargs="+", required=True)
+    args = parser.parse_args()
+    model, bank, units, _, classifier = setup()
+    info = prepared()
+    prompt = ACTIVATION_PROMPT
+    for theme in args.themes:
+        start = time.perf_counter()
+        scorer = SteeringScorer(model, classifier)
+        reference = scorer.calibrate(prompt, generate_with_patches(model, [prompt] * SAMPLES, **SAMPLING))
+        rows = [run_setting(model, scorer, prompt, theme, [], {"method": "unsteered"})]
+        rows += [
+            {
+                "method": "baseline",
+                "s": p["strength"],
+                **{k: v for k, v in p.items() if k not in ("strength", "example")},
+                "examples": [p["example"]],
+            }
+            for p in info["pilot_seed_strength"][theme]
+        ]
+        graph = graphs(theme)["seed"]
+        first, last = graph.span
+        layers = spread([lay for lay in graph.by_layer() if first <= lay <= last], N_LAYERS)
+        for layer in layers:
+            for s in SINGLE_STRENGTHS:
+                steerer = graph_steerer(graph, bank, layer, s, strategy="single", units=units)
+                record = {"method": "single", "layer": layer, "s": s, "features": len(steerer)}
+                rows.append(run_setting(model, scorer, prompt, theme, steerer.patches(), record))
+            for name, schedule in SCHEDULES.items():
+                for s in CUMULATIVE_STRENGTHS:
+                    steerer = graph_steerer(
+                        graph, bank, layer, s, strategy="cumulative", schedule=schedule, units=units
+                    )
+                    record = {"method": name, "layer": layer, "s": s, "features": len(steerer)}
+                    rows.append(run_setting(model, scorer, prompt, theme, steerer.patches(), record))
+            print(theme, "layer", layer, "done", f"{time.perf_counter() - start:.0f}s", flush=True)
+        path = save(
+            f"activation_{theme}.json",
+            {
+                "theme": theme,
+                "prompt": prompt,
+                "reference_perplexity": reference,
+                "layers": layers,
+                "seed": info["themes"][theme]["seed"],
+                "graph_nodes": len(graph),
+                "span": [first, last],
+                "settings": SAMPLING,
+                "samples": SAMPLES,
+                "seconds": time.perf_counter() - start,
+                "rows": rows,
+            },
+        )
+        print(path, f"{time.perf_counter() - start:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
