@@ -112,8 +112,13 @@ def test_steerer_rejects_bad_input(bank):
 
 def small_graph() -> FlowGraph:
     graph = nx.DiGraph(seed="2/res/5")
-    for name, layer, kind in (("0/res/1", 0, "res"), ("1/res/2", 1, "res"), ("1/mlp/6", 1, "mlp"),
-                              ("2/res/5", 2, "res"), ("3/res/8", 3, "res")):
+    for name, layer, kind in (
+        ("0/res/1", 0, "res"),
+        ("1/res/2", 1, "res"),
+        ("1/mlp/6", 1, "mlp"),
+        ("2/res/5", 2, "res"),
+        ("3/res/8", 3, "res"),
+    ):
         feature = FeatureId.parse(name)
         graph.add_node(name, site=str(feature.site), kind=kind, index=feature.index, layer=layer, seed=False)
     return FlowGraph(graph)
@@ -166,3 +171,37 @@ def test_classifier_separates_themes_and_coherence_punishes_repetition():
     b = classifier.probability([good, loop], "wedding")
     assert (b * c)[0] > 0.3 and (b * c)[1] < 0.2 * (b * c)[0]
     assert coherence(torch.tensor([5.0]), ["ok"], 10.0)[0] == 0  # a single word is no text
+
+
+def test_steer_command_on_a_feature_and_a_graph(tmp_path, capsys, bank):
+    from flowsteer.cli import main
+    from flowsteer.models.tiny import TINY_MODEL
+
+    for site, sae in bank.items():
+        sae.cfg.metadata.hook_name = site.hook_name
+        sae.save_model(tmp_path / "bank" / f"{site.layer}-{site.short}")
+    small_graph().save(tmp_path / "graph.json")
+    common = ["--saes", str(tmp_path / "bank"), "--model", TINY_MODEL, "--device", "cpu", "--max-new-tokens", "6"]
+    assert main(["steer", "--feature", "1/res/3", "--strength", "8", "--prompt", "I think", "--compare", *common]) == 0
+    out = capsys.readouterr().out
+    assert "--- steered ---" in out and "mode='add', features=1" in out
+    assert (
+        main(
+            [
+                "steer",
+                "--graph",
+                str(tmp_path / "graph.json"),
+                "--schedule",
+                "linear",
+                "--strength",
+                "2",
+                "--prompt",
+                "I think",
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert "features=5, sites=5" in capsys.readouterr().out
+    assert main(["steer", "--feature", "7/res/1", "--prompt", "x", *common]) == 2
+    assert "no SAE at 7/res" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import logging
 import sys
 
 # Subcommand modules, in the order ``flowsteer --help`` lists them.
-COMMANDS = ("info", "generate", "train-saes", "flow", "demo")
+COMMANDS = ("info", "generate", "train-saes", "flow", "steer", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,14 +38,20 @@ class Scores:
 
     def summary(self) -> dict[str, float]:
         finite = self.perplexity[self.perplexity.isfinite()]
+        n = len(self.texts)
+        se = lambda x: float(x.std() / n**0.5) if n > 1 else 0.0  # noqa: E731
         return {
             "behaviour": float(self.behaviour.mean()),
             "coherence": float(self.coherence.mean()),
             "activation_score": float(self.combined().mean()),
             "deactivation_score": float(self.combined(deactivate=True).mean()),
+            "behaviour_se": se(self.behaviour),
+            "coherence_se": se(self.coherence),
+            "activation_score_se": se(self.combined()),
+            "deactivation_score_se": se(self.combined(deactivate=True)),
             "perplexity_median": float(finite.median()) if len(finite) else float("inf"),
             "repetition": float(self.repetition.mean()),
-            "n": len(self.texts),
+            "n": n,
         }
 
     def _repr_html_(self) -> str:
