@@ -50,7 +50,7 @@ def main() -> None:
     bank = SAEBank.load(args.saes, model)
     features = forty_features(bank, args.seed)
     sites = sorted({f.site for f in features} | {Site(12)})
-    units = typical_activations(model, {s: bank[s] for s in sites})
+    units = typical_activations(model, {s: bank[s] for s in sites})  # per-site cache: shared with analyses
     configs = {
         "unsteered": [],
         "one_feature_add": FeatureSteerer(bank, ["12/res/0"], "add", 8.0, units=units).patches(),

@@ -205,3 +205,13 @@ def test_steer_command_on_a_feature_and_a_graph(tmp_path, capsys, bank):
     assert "features=5, sites=5" in capsys.readouterr().out
     assert main(["steer", "--feature", "7/res/1", "--prompt", "x", *common]) == 2
     assert "no SAE at 7/res" in capsys.readouterr().err
+
+
+def test_compare_steering_shows_before_and_after(tiny, bank):
+    from flowsteer.steering import compare_steering
+
+    result = compare_steering(tiny, bank, "1/res/3", "I think", strength=30.0, n=2, max_new_tokens=5)
+    assert len(result.before) == len(result.after) == 2 and result.before != result.after
+    assert "<table>" in result._repr_html_() and "| unsteered | steered |" in result.markdown()
+    graph = compare_steering(tiny, bank, small_graph(), "I think", layer=2, n=1, max_new_tokens=3)
+    assert len(graph.steerer) == 4 and "exponential" not in graph.markdown()

@@ -49,9 +49,8 @@ def feature_units(sae: nn.Module, measured: Tensor | None = None) -> Float[Tenso
     )
 
 
-def _cache_key(saes: Mapping[Site, nn.Module], tokens: int, context: int) -> str:
-    parts = [f"{site}:{sae_fingerprint(saes[site])}" for site in sorted(saes)]
-    return hashlib.sha256(f"{tokens}|{context}|{'|'.join(parts)}".encode()).hexdigest()[:16]
+def _cache_key(site: Site, sae: nn.Module, tokens: int, context: int) -> str:
+    return hashlib.sha256(f"{tokens}|{context}|{site}|{sae_fingerprint(sae)}".encode()).hexdigest()[:16]
 
 
 @torch.no_grad()
@@ -67,25 +66,28 @@ def typical_activations(
     """Mean non-zero activation of every feature of every SAE on ``tokens`` tokens of the corpus's
     eval split (chunks of ``context``; each chunk's first token, an attention sink, is skipped).
 
-    Features that never fire get the median of the others. Cached under
-    ``cache_dir("steering", "units")`` by the SAEs' weights and these settings.
+    Features that never fire get the median of the others. Cached per SAE under
+    ``cache_dir("steering", "units")`` by its weights, site and these settings, so any subset of a
+    bank reuses what was measured before; only missing sites are measured (one pass for all).
     """
     from flowsteer.data import token_chunks
 
-    path = cache_dir("steering", "units") / f"{_cache_key(saes, tokens, context)}.safetensors"
-    if cache and path.is_file():
-        stored = load_file(path)
-        return {Site.parse(name): value for name, value in stored.items()}
+    folder = cache_dir("steering", "units")
+    paths = {site: folder / f"{_cache_key(site, saes[site], tokens, context)}.safetensors" for site in saes}
+    units = {site: load_file(path)["units"] for site, path in paths.items() if cache and path.is_file()}
+    missing = sorted(site for site in saes if site not in units)
+    if not missing:
+        return {site: units[site] for site in sorted(saes)}
     chunks = token_chunks(model.tokenizer, "eval", context)[: max(1, tokens // context)]
-    sites = sorted(saes)
-    collected: dict[Site, list[Tensor]] = {site: [] for site in sites}
+    collected: dict[Site, list[Tensor]] = {site: [] for site in missing}
     for start in range(0, len(chunks), batch_size):
-        acts = cache_sites(model, chunks[start : start + batch_size].to(model.cfg.device), sites)
-        for site in sites:
+        acts = cache_sites(model, chunks[start : start + batch_size].to(model.cfg.device), missing)
+        for site in missing:
             collected[site].append(acts[site][:, 1:].detach())
         del acts
-    units = {site: activation_scales(saes[site], collected[site]) for site in sites}
-    if cache:
-        with atomic_path(path) as tmp:
-            save_file({str(site): value.contiguous() for site, value in units.items()}, tmp)
-    return units
+    for site in missing:
+        units[site] = activation_scales(saes[site], collected[site])
+        if cache:
+            with atomic_path(paths[site]) as tmp:
+                save_file({"units": units[site].contiguous()}, tmp)
+    return {site: units[site] for site in sorted(saes)}
