@@ -4,9 +4,9 @@ From the prompt "I think", add features (strength s in feature units, every toke
 
 - **baseline**: the seed feature alone (s in {2, 4, 8, 16, 32}; measured in steering_prepare.py's pilot
   with the same settings and copied here);
-- **single**: the seed's flow-graph features at layer l, s in {4, 8, 16};
+- **single**: the seed's flow-graph features at layer l, s in {2, 4, 8, 16};
 - **constant / linear (s* = 1) / exponential (α = -0.05)**: cumulative, every graph feature at
-  layers <= l with the schedule's strength, s in {1, 2, 4};
+  layers <= l with the schedule's strength, s in {0.25, 0.5, 1, 2} (many near-parallel features add up);
 
 for 4 layers spread over the graph's span. 20 samples per setting, scored B x C.
 
@@ -18,16 +18,16 @@ from __future__ import annotations
 import argparse
 import time
 
-from steering_common import ACTIVATION_PROMPT, SAMPLES, SAMPLING, graphs, prepared, run_setting, save, setup
+from steering_common import ACTIVATION_PROMPT, DRY, SAMPLES, SAMPLING, graphs, prepared, run_setting, save, setup
 from steering_deactivation import spread
 
 from flowsteer.patching import generate_with_patches
 from flowsteer.steering import Constant, Exponential, Linear, SteeringScorer, graph_steerer
 
-SINGLE_STRENGTHS = (4.0, 8.0, 16.0)
-CUMULATIVE_STRENGTHS = (1.0, 2.0, 4.0)
+SINGLE_STRENGTHS = (2.0, 4.0, 8.0, 16.0)
+CUMULATIVE_STRENGTHS = (0.25, 0.5, 1.0, 2.0)
 SCHEDULES = {"constant": Constant(), "linear": Linear(1.0), "exponential": Exponential(-0.05)}
-N_LAYERS = 4
+N_LAYERS = 2 if DRY else 4
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ THEMES = ("religion", "wedding", "programming")
 # Generation as in the paper (top-p 0.7, T 1.27), shortened for CPU; one fixed seed for every setting.
 SAMPLES, NEW_TOKENS, SEED = 20, 24, 1234
 SAMPLING = dict(do_sample=True, top_p=0.7, temperature=1.27, seed=SEED, max_new_tokens=NEW_TOKENS)
-# STEER_DRY=1: a seconds-long smoke run of the whole pipeline (layers 9-15, 2 samples, 4 tokens, /tmp).
+# STEER_DRY=1: a smoke run of the whole pipeline (layers 9-15, 2 samples, 4 tokens, fewer settings, /tmp).
 DRY = bool(os.environ.get("STEER_DRY"))
 if DRY:
     RESULTS, SAMPLES, NEW_TOKENS = Path("/tmp/steer_dry"), 2, 4

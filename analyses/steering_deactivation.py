@@ -17,19 +17,21 @@ from __future__ import annotations
 import argparse
 import time
 
-from steering_common import DEACTIVATION_PROMPTS, SAMPLES, SAMPLING, graphs, prepared, run_setting, save, setup
+from steering_common import DEACTIVATION_PROMPTS, DRY, SAMPLES, SAMPLING, graphs, prepared, run_setting, save, setup
 
 from flowsteer.patching import generate_with_patches
 from flowsteer.steering import FeatureSteerer, SteeringScorer, graph_steerer
 
-FACTORS = (0.0, -1.0, -2.0, -4.0, -8.0, -16.0)
-N_LAYERS = 4
+FACTORS = (0.0, -2.0) if DRY else (0.0, -1.0, -2.0, -4.0, -8.0, -16.0)
+N_LAYERS = 1 if DRY else 4
 
 
 def spread(layers: list[int], n: int) -> list[int]:
     """``n`` layers evenly spread over the sorted ``layers`` (inclusive of the last)."""
     if len(layers) <= n:
         return layers
+    if n == 1:
+        return [layers[-1]]
     return sorted({layers[round(i * (len(layers) - 1) / (n - 1))] for i in range(n)})
 
 

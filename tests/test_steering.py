@@ -22,6 +22,7 @@ from flowsteer.steering import (
     graph_steerer,
     load_themes,
     rank_theme_features,
+    rank_themes,
     repetition,
     standardised_mean_difference,
 )
@@ -152,6 +153,8 @@ def test_theme_ranking_finds_a_planted_feature(tiny, bank):
     assert len(ranked) == 3 and ranked[0].smd >= ranked[1].smd >= ranked[2].smd
     assert ranked[0].mean_on > ranked[0].mean_off and "⟦" in ranked[0].context
     assert "<table>" in ranked._repr_html_() and str(ranked[0].feature) in ranked.markdown()
+    together = rank_themes(tiny, {Site(1): bank[Site(1)]}, {"a": on, "neutral": off}, top=3, min_active=0.0)
+    assert list(together) == ["a"] and together["a"].ids() == ranked.ids()
 
 
 def test_classifier_separates_themes_and_coherence_punishes_repetition():
