@@ -2,13 +2,15 @@
 
 Reads results/steering/{deactivation,activation}_<theme>.json and writes
 
-- ``fig_deactivation_layers.png`` (Fig. 9): (1 - B) x C per layer for each r, single vs cumulative;
-- ``fig_deactivation_r.png`` (Fig. 10): best over layers vs r, graph single / cumulative vs initial;
+- ``fig_deactivation.png``: top row (Fig. 9) (1 - B) x C per layer for each r, single vs cumulative;
+  bottom row (Fig. 10) best over layers vs r, graph single / cumulative vs the initial features;
 - ``fig_activation.png`` (Fig. 11): best B x C over s per layer for single / constant / linear /
   exponential, the seed-only baseline's best as a line; second row B against C for every setting;
 - ``summary.json``: per theme, the best setting of each method and the comparison **at equal
-  coherence**: among settings whose mean coherence is at least c (c = 0.5 and 0.7), the highest
-  (activation) or lowest (deactivation) behavioural score of graph-based vs initial-features steering.
+  coherence**: among settings whose mean coherence is at least c·C0 (C0 the unsteered generations'
+  mean coherence, c = 0.5 and 0.8), the highest
+  (activation) or lowest (deactivation) behavioural score of graph-based vs initial-features steering;
+  ``summary.md`` the same as tables.
 
     python analyses/steering_figures.py
 """
@@ -23,7 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from steering_common import RESULTS, THEMES, save  # noqa: E402
 
-LEVELS = (0.5, 0.7)
+LEVELS = (0.5, 0.8)  # shares of the unsteered generations' mean coherence C0
 ACTIVATION_METHODS = ("single", "constant", "linear", "exponential")
 
 
@@ -66,12 +68,15 @@ def brief(row: dict | None) -> dict | None:
     return {k: row[k] for k in keys if k in row}
 
 
-def compare(graph_rows: list[dict], base_rows: list[dict], score: str, lowest: bool) -> dict:
-    out = {"best_score": {"graph": brief(best(graph_rows, score)), "initial": brief(best(base_rows, score))}}
+def compare(graph_rows: list[dict], base_rows: list[dict], score: str, lowest: bool, c0: float) -> dict:
+    out = {
+        "unsteered_coherence": c0,
+        "best_score": {"graph": brief(best(graph_rows, score)), "initial": brief(best(base_rows, score))},
+    }
     g, b = out["best_score"]["graph"], out["best_score"]["initial"]
     out["graph_beats_initial_on_score"] = bool(g and b and g[score] > b[score])
     for level in LEVELS:
-        g, b = at_coherence(graph_rows, level, lowest), at_coherence(base_rows, level, lowest)
+        g, b = at_coherence(graph_rows, level * c0, lowest), at_coherence(base_rows, level * c0, lowest)
         better = None
         if g and b:
             better = g["behaviour"] < b["behaviour"] if lowest else g["behaviour"] > b["behaviour"]
@@ -126,7 +131,13 @@ def deactivation_figures(data: dict[str, dict], summary: dict) -> None:
         graph_rows = [x for x in rows if x["method"].startswith("graph")]
         summary.setdefault(theme, {})["deactivation"] = {
             "unsteered": brief(plain),
-            **compare(graph_rows, [x for x in rows if x["method"] == "initial"], "deactivation_score", lowest=True),
+            **compare(
+                graph_rows,
+                [x for x in rows if x["method"] == "initial"],
+                "deactivation_score",
+                True,
+                plain["coherence"],
+            ),
         }
     fig.tight_layout()
     fig.savefig(RESULTS / "fig_deactivation.png", dpi=120)
@@ -170,18 +181,62 @@ def activation_figures(data: dict[str, dict], summary: dict) -> None:
                 m: brief(best([x for x in rows if x["method"] == m], "activation_score"))
                 for m in (*ACTIVATION_METHODS, "baseline")
             },
-            **compare(graph_rows, baseline, "activation_score", lowest=False),
+            **compare(graph_rows, baseline, "activation_score", False, plain["coherence"]),
         }
     fig.tight_layout()
     fig.savefig(RESULTS / "fig_activation.png", dpi=120)
     plt.close(fig)
 
 
+def setting(row: dict | None) -> str:
+    if row is None:
+        return "none"
+    parts = [row["method"]] + [f"{k}={row[k]:g}" for k in ("layer", "r", "s") if k in row and row[k] is not None]
+    return " ".join(parts)
+
+
+def markdown(summary: dict) -> str:
+    """Per theme and experiment: best score per family and the comparison at equal coherence."""
+    lines = []
+    for theme, parts in summary.items():
+        for kind, score in (("deactivation", "deactivation_score"), ("activation", "activation_score")):
+            if kind not in parts:
+                continue
+            part = parts[kind]
+            lines += [f"### {theme}: {kind}", "", "| | setting | score ± se | B | C |", "|---|---|---|---|---|"]
+            rows = [("unsteered", part["unsteered"])] + [(f"best {k}", v) for k, v in part["best_score"].items()]
+            rows += [
+                (
+                    f"{k} at C ≥ {level}·C0 = {level * part['unsteered_coherence']:.2f}",
+                    part[f"coherence_at_least_{level}"][k],
+                )
+                for level in LEVELS
+                for k in ("graph", "initial")
+            ]
+            for name, row in rows:
+                if row is None:
+                    lines.append(f"| {name} | none reaches it | | | |")
+                    continue
+                lines.append(
+                    f"| {name} | {setting(row)} | {row[score]:.3f} ± {row.get(score + '_se', float('nan')):.3f} | "
+                    f"{row['behaviour']:.3f} | {row['coherence']:.3f} |"
+                )
+            verdicts = [f"best score: graph {'>' if part['graph_beats_initial_on_score'] else '<='} initial"]
+            verdicts += [
+                f"C ≥ {level}·C0: graph better = {part[f'coherence_at_least_{level}']['graph_better']}"
+                for level in LEVELS
+            ]
+            lines += ["", "; ".join(verdicts), ""]
+    return "\n".join(lines)
+
+
 def main() -> None:
     summary: dict = {}
     deactivation_figures(load("deactivation"), summary)
     activation_figures(load("activation"), summary)
-    print(json.dumps(summary, indent=1)[:4000])
+    text = markdown(summary)
+    (RESULTS / "summary.md").write_text(text)
+    print(text)
     print(save("summary.json", summary))
 
 
