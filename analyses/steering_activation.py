@@ -2,11 +2,15 @@
 
 From the prompt "I think", add features (strength s in feature units, every token):
 
-- **baseline**: the seed feature alone (s in {2, 4, 8, 16, 32}; measured in steering_prepare.py's pilot
-  with the same settings and copied here);
-- **single**: the seed's flow-graph features at layer l, s in {2, 4, 8, 16};
+The seed is the residual feature with the largest flow graph among the theme's 20 best-ranked
+features (steering_prepare.py; ties by d): the best-ranked features' graphs often stop after one or
+two layers, and multi-layer steering needs a graph that spans layers (the paper curated its seeds
+by hand). Then:
+
+- **baseline**: the seed feature alone, s in {2, 4, 8, 16};
+- **single**: the seed's flow-graph features at layer l, s in {2, 4, 8};
 - **constant / linear (s* = 1) / exponential (α = -0.05)**: cumulative, every graph feature at
-  layers <= l with the schedule's strength, s in {0.25, 0.5, 1, 2} (many near-parallel features add up);
+  layers <= l with the schedule's strength, s in {0.25, 0.5, 1} (many near-parallel features add up);
 
 for 4 layers spread over the graph's span. 20 samples per setting, scored B x C.
 
@@ -18,16 +22,27 @@ from __future__ import annotations
 import argparse
 import time
 
-from steering_common import ACTIVATION_PROMPT, DRY, SAMPLES, SAMPLING, graphs, prepared, run_setting, save, setup
+from steering_common import ACTIVATION_PROMPT, DRY, RESULTS, SAMPLES, SAMPLING, prepared, run_setting, save, setup
 from steering_deactivation import spread
 
+from flowsteer.flow.build import build_flow_graph
+from flowsteer.flow.graph import FlowGraph
 from flowsteer.patching import generate_with_patches
-from flowsteer.steering import Constant, Exponential, Linear, SteeringScorer, graph_steerer
+from flowsteer.sites import FeatureId
+from flowsteer.steering import Constant, Exponential, FeatureSteerer, Linear, SteeringScorer, graph_steerer
 
-SINGLE_STRENGTHS = (2.0, 4.0, 8.0, 16.0)
-CUMULATIVE_STRENGTHS = (0.25, 0.5, 1.0, 2.0)
+BASELINE_STRENGTHS = (2.0, 4.0, 8.0, 16.0)
+SINGLE_STRENGTHS = (2.0, 4.0, 8.0)
+CUMULATIVE_STRENGTHS = (0.25, 0.5, 1.0)
 SCHEDULES = {"constant": Constant(), "linear": Linear(1.0), "exponential": Exponential(-0.05)}
 N_LAYERS = 2 if DRY else 4
+
+
+def choose_seed(bank, ranked: list[dict]) -> tuple[FeatureId, FlowGraph]:
+    """The residual feature with the largest flow graph among ``ranked`` (ties: the better-ranked)."""
+    candidates = [FeatureId.parse(r["feature"]) for r in ranked if "/res/" in r["feature"]]
+    graphs = [(feature, build_flow_graph(bank, feature)) for feature in candidates]
+    return max(graphs, key=lambda pair: len(pair[1]))
 
 
 def main() -> None:
@@ -42,16 +57,11 @@ def main() -> None:
         scorer = SteeringScorer(model, classifier)
         reference = scorer.calibrate(prompt, generate_with_patches(model, [prompt] * SAMPLES, **SAMPLING))
         rows = [run_setting(model, scorer, prompt, theme, [], {"method": "unsteered"})]
-        rows += [
-            {
-                "method": "baseline",
-                "s": p["strength"],
-                **{k: v for k, v in p.items() if k not in ("strength", "example")},
-                "examples": [p["example"]],
-            }
-            for p in info["pilot_seed_strength"][theme]
-        ]
-        graph = graphs(theme)["seed"]
+        seed, graph = choose_seed(bank, info["themes"][theme]["ranked"])
+        graph.save(RESULTS / f"graph_{theme}_seed.json")
+        for s in BASELINE_STRENGTHS:
+            steerer = FeatureSteerer(bank, [seed], "add", s, units=units)
+            rows.append(run_setting(model, scorer, prompt, theme, steerer.patches(), {"method": "baseline", "s": s}))
         first, last = graph.span
         layers = spread([lay for lay in graph.by_layer() if first <= lay <= last], N_LAYERS)
         for layer in layers:
@@ -74,7 +84,8 @@ def main() -> None:
                 "prompt": prompt,
                 "reference_perplexity": reference,
                 "layers": layers,
-                "seed": info["themes"][theme]["seed"],
+                "seed": str(seed),
+                "seed_rank": [r["feature"] for r in info["themes"][theme]["ranked"]].index(str(seed)),
                 "graph_nodes": len(graph),
                 "span": [first, last],
                 "settings": SAMPLING,
