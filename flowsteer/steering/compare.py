@@ -3,7 +3,7 @@
 Given a seed feature (steered alone) or a `FlowGraph` (steered along the graph, cumulative up to
 ``layer``, exponential schedule by default), generate from the same prompt with the same seed with
 and without the steering patches. Feature units for TopK SAEs are measured on the corpus for the
-steered sites only (a few seconds per site, cached) unless ``units`` are given.
+steered sites only (cached per SAE, shared with the analyses) unless ``units`` are given.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class SteeringComparison:
 def _units_for(model: HookedTransformer, saes: Mapping[Site, nn.Module], sites: set[Site]) -> Units | None:
     if all(is_jumprelu(saes[s]) for s in sites):
         return None
-    return typical_activations(model, {s: saes[s] for s in sorted(sites)}, tokens=4_096)
+    return typical_activations(model, {s: saes[s] for s in sorted(sites)})
 
 
 def compare_steering(
