@@ -4,7 +4,8 @@ Greedy, 48 new tokens (EOS ignored), raw prompts, batch 1 and 20 (the analyses' 
 unsteered; one residual feature added (``add``: one fused `AddVector` patch); 40 features of a flow
 graph added (cumulative, one fused patch per site); the same 40 features rescaled (``rescale``:
 each site's SAE encodes every token, as deactivation does). Each runs ``--repeats`` times,
-interleaved; the best time counts. Prints a table and writes JSON (``benchmarks/results/steering.json``).
+interleaved; the best time counts. Also times the demo's `compare_steering` call (graph, n=2, 32 tokens).
+Prints a table and writes JSON (``benchmarks/results/steering.json``).
 
     python benchmarks/steering.py [--repeats 3] [--saes DIR] [--out FILE]
 """
@@ -24,7 +25,7 @@ from flowsteer.patching import generate_with_patches
 from flowsteer.paths import cache_dir, write_json
 from flowsteer.saes import SAEBank
 from flowsteer.sites import Site
-from flowsteer.steering import FeatureSteerer, typical_activations
+from flowsteer.steering import FeatureSteerer, compare_steering, typical_activations
 
 PROMPTS = ["I think", "The weather today", "My favourite book", "In the morning", "The best way to"] * 4
 NEW_TOKENS = 48
@@ -73,7 +74,16 @@ def main() -> None:
             "tokens_per_second": rates,
             "relative_to_unsteered": {name: rate / rates["unsteered"] for name, rate in rates.items()},
         }
+    start_cpu, start_wall = time.process_time(), time.perf_counter()
+    comparison = compare_steering(model, bank, build_flow_graph(bank, args.seed), "I think", n=2, max_new_tokens=32)
+    demo = {
+        "call": "compare_steering(model, bank, build_flow_graph(bank, seed), 'I think', n=2, max_new_tokens=32)",
+        "cpu_seconds": time.process_time() - start_cpu,
+        "wall_seconds": time.perf_counter() - start_wall,
+        "steerer": repr(comparison.steerer),
+    }
     record = {
+        "demo_compare_steering": demo,
         "new_tokens": NEW_TOKENS,
         "features": len(features),
         "sites": len({f.site for f in features}),
@@ -90,6 +100,7 @@ def main() -> None:
             for r in results.values()
         ]
         print(f"{name:18s} " + " ".join(f"{c:>22s}" for c in cells))
+    print(f"compare_steering (demo call): {demo['cpu_seconds']:.1f} s CPU, {demo['wall_seconds']:.1f} s wall")
     write_json(args.out, record)
     print(args.out)
 
