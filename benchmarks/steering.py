@@ -32,24 +32,29 @@ NEW_TOKENS = 48
 N_FEATURES = 40
 
 
-def forty_features(bank, seed: str) -> list:
-    """Up to 40 features of the seed's flow graph, residual chain first, then module nodes."""
-    graph = build_flow_graph(bank, seed)
-    features = graph.features(("res",)) + graph.features(("mlp", "att"))
-    return features[:N_FEATURES]
+def forty_features(bank, seeds: list[str]) -> list:
+    """40 features of the seeds' flow graphs joined (in forward order): a flow graph of 40 nodes."""
+    features: set = set()
+    for seed in seeds:
+        features |= set(build_flow_graph(bank, seed).features())
+        if len(features) >= N_FEATURES:
+            break
+    return sorted(features)[:N_FEATURES]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--saes", default=str(cache_dir("saes") / "smollm2-135m-instruct-flow"))
-    parser.add_argument("--seed", default="14/res/273", help="seed feature of the flow graph")
+    parser.add_argument(
+        "--seeds", nargs="+", default=["20/res/1575", "13/res/1718", "14/res/1706"], help="flow-graph seeds"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "steering.json"))
     args = parser.parse_args()
     torch.set_num_threads(2)
     model = load_model(device="cpu")
     bank = SAEBank.load(args.saes, model)
-    features = forty_features(bank, args.seed)
+    features = forty_features(bank, args.seeds)
     sites = sorted({f.site for f in features} | {Site(12)})
     units = typical_activations(model, {s: bank[s] for s in sites})  # per-site cache: shared with analyses
     configs = {
@@ -75,7 +80,7 @@ def main() -> None:
             "relative_to_unsteered": {name: rate / rates["unsteered"] for name, rate in rates.items()},
         }
     start_cpu, start_wall = time.process_time(), time.perf_counter()
-    comparison = compare_steering(model, bank, build_flow_graph(bank, args.seed), "I think", n=2, max_new_tokens=32)
+    comparison = compare_steering(model, bank, build_flow_graph(bank, args.seeds[0]), "I think", n=2, max_new_tokens=32)
     demo = {
         "call": "compare_steering(model, bank, build_flow_graph(bank, seed), 'I think', n=2, max_new_tokens=32)",
         "cpu_seconds": time.process_time() - start_cpu,
@@ -87,7 +92,7 @@ def main() -> None:
         "new_tokens": NEW_TOKENS,
         "features": len(features),
         "sites": len({f.site for f in features}),
-        "graph_seed": args.seed,
+        "graph_seeds": args.seeds,
         "targets": {"one_feature_add": 0.95, "graph_40_add": 0.85},
         "threads": torch.get_num_threads(),
         "machine": platform.platform(),
