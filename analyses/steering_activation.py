@@ -7,12 +7,12 @@ features (steering_prepare.py; ties by d): the best-ranked features' graphs ofte
 two layers, and multi-layer steering needs a graph that spans layers (the paper curated its seeds
 by hand). Then:
 
-- **baseline**: the seed feature alone, s in {2, 4, 8, 16};
+- **baseline**: the seed feature alone, s in {2, 4, 8};
 - **single**: the seed's flow-graph features at layer l, s in {2, 4, 8};
 - **constant / linear (s* = 1) / exponential (α = -0.05)**: cumulative, every graph feature at
   layers <= l with the schedule's strength, s in {0.25, 0.5, 1} (many near-parallel features add up);
 
-for 4 layers spread over the graph's span. 20 samples per setting, scored B x C.
+for 3 layers spread over the graph's span. 20 samples per setting, scored B x C.
 
     python analyses/steering_activation.py --themes wedding   # writes results/steering/activation_<theme>.json
 """
@@ -31,11 +31,11 @@ from flowsteer.patching import generate_with_patches
 from flowsteer.sites import FeatureId
 from flowsteer.steering import Constant, Exponential, FeatureSteerer, Linear, SteeringScorer, graph_steerer
 
-BASELINE_STRENGTHS = (2.0, 4.0, 8.0, 16.0)
+BASELINE_STRENGTHS = (2.0, 4.0, 8.0)
 SINGLE_STRENGTHS = (2.0, 4.0, 8.0)
 CUMULATIVE_STRENGTHS = (0.25, 0.5, 1.0)
 SCHEDULES = {"constant": Constant(), "linear": Linear(1.0), "exponential": Exponential(-0.05)}
-N_LAYERS = 2 if DRY else 4
+N_LAYERS = 2 if DRY else 3
 
 
 def choose_seed(bank, ranked: list[dict]) -> tuple[FeatureId, FlowGraph]:
