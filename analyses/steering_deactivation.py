@@ -6,7 +6,8 @@ From a theme-eliciting prompt, rescale features by r in {0, -1, -2, -4, -8, -16}
 - **graph, single**: the union flow graph's features at layer l only;
 - **graph, cumulative**: the union graph's features at all layers <= l;
 
-for 3 layers l spread over the graph's layers (4 for religion, the first job; the paper sweeps every layer; cut for CPU). Each
+for 3 layers l spread over the graph's layers (4 for religion, the first job; the paper sweeps every
+layer; cut for CPU). Each
 setting: 20 samples (top-p 0.7, T 1.27, fixed seed, 24 new tokens), scored (1 - B) x C.
 
     python analyses/steering_deactivation.py --themes religion   # writes results/steering/deactivation_<theme>.json
