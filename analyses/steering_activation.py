@@ -12,7 +12,8 @@ by hand). Then:
 - **constant / linear (s* = 1) / exponential (α = -0.05)**: cumulative, every graph feature at
   layers <= l with the schedule's strength, s in {0.25, 0.5, 1} (many near-parallel features add up);
 
-for 3 layers spread over the graph's span. 20 samples per setting, scored B x C.
+for 2 layers at the thirds of the graph's span. 20 samples per setting, scored B x C. When the
+theme's deactivation results are missing, the job runs that experiment too (one queue job per theme).
 
     python analyses/steering_activation.py --themes wedding   # writes results/steering/activation_<theme>.json
 """
@@ -22,8 +23,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from steering_common import ACTIVATION_PROMPT, DRY, RESULTS, SAMPLES, SAMPLING, prepared, run_setting, save, setup
-from steering_deactivation import spread
+from steering_common import ACTIVATION_PROMPT, RESULTS, SAMPLES, SAMPLING, prepared, run_setting, save, setup
+from steering_deactivation import run_theme, spread
 
 from flowsteer.flow.build import build_flow_graph
 from flowsteer.flow.graph import FlowGraph
@@ -35,7 +36,7 @@ BASELINE_STRENGTHS = (2.0, 4.0, 8.0)
 SINGLE_STRENGTHS = (2.0, 4.0, 8.0)
 CUMULATIVE_STRENGTHS = (0.25, 0.5, 1.0)
 SCHEDULES = {"constant": Constant(), "linear": Linear(1.0), "exponential": Exponential(-0.05)}
-N_LAYERS = 2 if DRY else 3
+N_LAYERS = 2
 
 
 def choose_seed(bank, ranked: list[dict]) -> tuple[FeatureId, FlowGraph]:
@@ -95,6 +96,8 @@ def main() -> None:
             },
         )
         print(path, f"{time.perf_counter() - start:.0f}s", flush=True)
+        if not (RESULTS / f"deactivation_{theme}.json").is_file():
+            run_theme(model, bank, classifier, info, theme)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ DEACTIVATION_PROMPTS = {
 
 
 def setup():
-    torch.set_num_threads(2)
+    # One thread: on this shared 2-core machine two threads ran 3x slower than one under contention.
+    torch.set_num_threads(int(os.environ.get("STEER_THREADS", 1)))
     model = load_model(device="cpu")
     if DRY:
         bank = SAEBank.load(

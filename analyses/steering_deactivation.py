@@ -3,11 +3,11 @@
 From a theme-eliciting prompt, rescale features by r in {0, -1, -2, -4, -8, -16} at every token:
 
 - **initial**: the theme's 6 initial features (best residual features by standardised mean difference);
-- **graph, single**: the union flow graph's features at layer l only;
+- **graph, all**: every feature of the union of the initial features' flow graphs;
+- **graph, single**: the union graph's features at layer l only;
 - **graph, cumulative**: the union graph's features at all layers <= l;
 
-for 3 layers l spread over the graph's layers (4 for religion, the first job; the paper sweeps every
-layer; cut for CPU). Each
+for 2 layers l at the thirds of the graph's layers (the paper sweeps every layer; cut for CPU). Each
 setting: 20 samples (top-p 0.7, T 1.27, fixed seed, 24 new tokens), scored (1 - B) x C.
 
     python analyses/steering_deactivation.py --themes religion   # writes results/steering/deactivation_<theme>.json
@@ -24,16 +24,59 @@ from flowsteer.patching import generate_with_patches
 from flowsteer.steering import FeatureSteerer, SteeringScorer, graph_steerer
 
 FACTORS = (0.0, -2.0) if DRY else (0.0, -1.0, -2.0, -4.0, -8.0, -16.0)
-N_LAYERS = 1 if DRY else 3
+N_LAYERS = 1 if DRY else 2
 
 
 def spread(layers: list[int], n: int) -> list[int]:
-    """``n`` layers evenly spread over the sorted ``layers`` (inclusive of the last)."""
+    """``n`` layers at the interior quantiles (i + 1) / (n + 1) of the sorted ``layers``."""
     if len(layers) <= n:
         return layers
-    if n == 1:
-        return [layers[-1]]
-    return sorted({layers[round(i * (len(layers) - 1) / (n - 1))] for i in range(n)})
+    return sorted({layers[round((i + 1) * (len(layers) - 1) / (n + 1))] for i in range(n)})
+
+
+def run_theme(model, bank, classifier, info: dict, theme: str) -> None:
+    """The deactivation experiment of one theme; writes deactivation_<theme>.json."""
+    start = time.perf_counter()
+    prompt = DEACTIVATION_PROMPTS[theme]
+    scorer = SteeringScorer(model, classifier)
+    plain = generate_with_patches(model, [prompt] * SAMPLES, **SAMPLING)
+    reference = scorer.calibrate(prompt, plain)
+    rows = [run_setting(model, scorer, prompt, theme, [], {"method": "unsteered"})]
+    initial = info["themes"][theme]["initial"]
+    for r in FACTORS:
+        steerer = FeatureSteerer(bank, initial, "rescale", r)
+        rows.append(run_setting(model, scorer, prompt, theme, steerer.patches(), {"method": "initial", "r": r}))
+    union = graphs(theme)["union"]
+    all_layers = [lay for lay in union.by_layer() if lay >= 0]
+    for r in FACTORS:  # the whole graph: cumulative at its last layer
+        steerer = graph_steerer(union, bank, all_layers[-1], r, strategy="cumulative", mode="rescale")
+        record = {"method": "graph-all", "layer": all_layers[-1], "r": r, "features": len(steerer)}
+        rows.append(run_setting(model, scorer, prompt, theme, steerer.patches(), record))
+    layers = spread(all_layers, N_LAYERS)
+    for layer in layers:
+        for strategy in ("single", "cumulative"):
+            for r in FACTORS:
+                steerer = graph_steerer(union, bank, layer, r, strategy=strategy, mode="rescale")
+                record = {"method": f"graph-{strategy}", "layer": layer, "r": r, "features": len(steerer)}
+                rows.append(run_setting(model, scorer, prompt, theme, steerer.patches(), record))
+        print(theme, "layer", layer, "done", f"{time.perf_counter() - start:.0f}s", flush=True)
+    path = save(
+        f"deactivation_{theme}.json",
+        {
+            "theme": theme,
+            "prompt": prompt,
+            "reference_perplexity": reference,
+            "layers": layers,
+            "factors": list(FACTORS),
+            "initial": initial,
+            "graph_nodes": len(union),
+            "settings": SAMPLING,
+            "samples": SAMPLES,
+            "seconds": time.perf_counter() - start,
+            "rows": rows,
+        },
+    )
+    print(path, f"{time.perf_counter() - start:.0f}s", flush=True)
 
 
 def main() -> None:
@@ -43,42 +86,7 @@ def main() -> None:
     model, bank, _, _, classifier = setup()
     info = prepared()
     for theme in args.themes:
-        start = time.perf_counter()
-        prompt = DEACTIVATION_PROMPTS[theme]
-        scorer = SteeringScorer(model, classifier)
-        plain = generate_with_patches(model, [prompt] * SAMPLES, **SAMPLING)
-        reference = scorer.calibrate(prompt, plain)
-        rows = [run_setting(model, scorer, prompt, theme, [], {"method": "unsteered"})]
-        initial = info["themes"][theme]["initial"]
-        for r in FACTORS:
-            steerer = FeatureSteerer(bank, initial, "rescale", r)
-            rows.append(run_setting(model, scorer, prompt, theme, steerer.patches(), {"method": "initial", "r": r}))
-        union = graphs(theme)["union"]
-        layers = spread([lay for lay in union.by_layer() if lay >= 0], N_LAYERS)
-        for layer in layers:
-            for strategy in ("single", "cumulative"):
-                for r in FACTORS:
-                    steerer = graph_steerer(union, bank, layer, r, strategy=strategy, mode="rescale")
-                    record = {"method": f"graph-{strategy}", "layer": layer, "r": r, "features": len(steerer)}
-                    rows.append(run_setting(model, scorer, prompt, theme, steerer.patches(), record))
-            print(theme, "layer", layer, "done", f"{time.perf_counter() - start:.0f}s", flush=True)
-        path = save(
-            f"deactivation_{theme}.json",
-            {
-                "theme": theme,
-                "prompt": prompt,
-                "reference_perplexity": reference,
-                "layers": layers,
-                "factors": list(FACTORS),
-                "initial": initial,
-                "graph_nodes": len(union),
-                "settings": SAMPLING,
-                "samples": SAMPLES,
-                "seconds": time.perf_counter() - start,
-                "rows": rows,
-            },
-        )
-        print(path, f"{time.perf_counter() - start:.0f}s", flush=True)
+        run_theme(model, bank, classifier, info, theme)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from flowsteer.patching import run_with_patches
+from flowsteer.patching import cache_sites
+from flowsteer.patching.generate import unembed
 from flowsteer.patching.inputs import left_pad, tokenize
+from flowsteer.sites import Site
 from flowsteer.steering.classifier import words
 
 
@@ -49,6 +51,7 @@ def perplexity(
     if len(prompts) != len(continuations):
         raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
     prompt_tokens = tokenize(model, list(prompts))
+    last = Site(model.cfg.n_layers - 1)
     pad = model.tokenizer.pad_token_id or 0
     result = torch.full((len(prompts),), float("inf"))
     for start in range(0, len(prompts), batch_size):
@@ -58,12 +61,16 @@ def perplexity(
             rows.append(torch.cat([p, torch.as_tensor(list(c), dtype=torch.long)]))
             lengths.append(len(c))
         batch = left_pad(rows, pad).to(model.cfg.device)
-        logits = run_with_patches(model, batch)
-        logprobs = logits[:, :-1].float().log_softmax(-1).gather(-1, batch.tokens[:, 1:, None])[..., 0].cpu()
-        width = batch.tokens.shape[1]
+        longest = max(lengths)
+        if longest == 0:
+            continue
+        # Only the positions that predict continuation tokens go through the unembedding.
+        residual = cache_sites(model, batch, [last])[last][:, -longest - 1 : -1]
+        logits = unembed(model, residual).float().log_softmax(-1)
+        logprobs = logits.gather(-1, batch.tokens[:, -longest:, None])[..., 0].cpu()
         for i, n in enumerate(lengths):
             if n > 0:
-                result[start + i] = (-logprobs[i, width - 1 - n :].mean()).exp()
+                result[start + i] = (-logprobs[i, longest - n :].mean()).exp()
     return result
 
 
