@@ -84,7 +84,11 @@ def compare(graph_rows: list[dict], base_rows: list[dict], score: str, lowest: b
             better = True
         elif b:
             better = False
-        out[f"coherence_at_least_{level}"] = {"graph": brief(g), "initial": brief(b), "graph_better": better}
+        entry = {"graph": brief(g), "initial": brief(b), "graph_better": better}
+        if g and b:  # is the behaviour difference beyond two standard errors?
+            diff, se = g["behaviour"] - b["behaviour"], (g["behaviour_se"] ** 2 + b["behaviour_se"] ** 2) ** 0.5
+            entry |= {"behaviour_difference": diff, "difference_se": se, "beyond_2se": abs(diff) > 2 * se}
+        out[f"coherence_at_least_{level}"] = entry
     return out
 
 
@@ -116,7 +120,8 @@ def deactivation_figures(data: dict[str, dict], summary: dict) -> None:
         ax.set(title=f"{theme}: (1-B)xC per layer (-- single, — cumulative)", xlabel="layer l", ylabel="score")
         ax.legend(fontsize=7)
         ax = axes[1, col]
-        for method, style in (("graph-single", "--o"), ("graph-cumulative", "-o"), ("initial", ":s")):
+        methods = (("graph-single", "--o"), ("graph-cumulative", "-o"), ("graph-all", "-.^"), ("initial", ":s"))
+        for method, style in methods:
             pts = []
             for r in d["factors"]:
                 chosen = best([x for x in rows if x["method"] == method and x["r"] == r], "deactivation_score")
@@ -222,10 +227,13 @@ def markdown(summary: dict) -> str:
                     f"{row['behaviour']:.3f} | {row['coherence']:.3f} |"
                 )
             verdicts = [f"best score: graph {'>' if part['graph_beats_initial_on_score'] else '<='} initial"]
-            verdicts += [
-                f"C ≥ {level}·C0: graph better = {part[f'coherence_at_least_{level}']['graph_better']}"
-                for level in LEVELS
-            ]
+            for level in LEVELS:
+                entry = part[f"coherence_at_least_{level}"]
+                text = f"C ≥ {level}·C0: graph better = {entry['graph_better']}"
+                if "behaviour_difference" in entry:
+                    noise = "" if entry["beyond_2se"] else ", within 2 se"
+                    text += f" (ΔB = {entry['behaviour_difference']:+.3f} ± {entry['difference_se']:.3f}{noise})"
+                verdicts.append(text)
             lines += ["", "; ".join(verdicts), ""]
     return "\n".join(lines)
 
