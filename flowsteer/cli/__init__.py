@@ -8,7 +8,7 @@ import logging
 import sys
 
 # Subcommand modules, in the order ``flowsteer --help`` lists them.
-COMMANDS = ("info", "generate", "train-saes", "flow", "organism", "refusal", "demo")
+COMMANDS = ("info", "generate", "train-saes", "flow", "steer", "organism", "refusal", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

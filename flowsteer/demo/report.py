@@ -25,6 +25,7 @@ class DemoSettings:
         chunks: token chunks to train on (default: the corpus); tests pass random tokens.
         eval_tokens: held-out activations per site for the bank's metrics.
         label_rows, seed_candidates: corpus rows (of 128 tokens) that label features; seeds given a graph.
+        steering_samples, steering_tokens: generations per setting and their length in the steering section.
         refusal_model: the model that refuses (built on first use); refusal_options go to
             `flowsteer.bypass.quick_refusal_comparison` (its layer defaults to 40% of the depth).
     """
@@ -38,13 +39,16 @@ class DemoSettings:
     eval_tokens: int = 8_192
     label_rows: int = 32
     seed_candidates: int = 12
+    steering_samples: int = 3
+    steering_tokens: int = 32
     refusal_model: str = "smollm2-135m-refusal"
     refusal_options: dict = field(default_factory=dict)
 
     @classmethod
     def quick(cls, chunks: Any) -> DemoSettings:
         return cls(bank_layers=(1, 2, 3), bank_tokens=4096, sae_width=96, sae_k=6, chunks=chunks, eval_tokens=512,
-                   label_rows=8, seed_candidates=4, refusal_model="tiny-random-llama",
+                   label_rows=8, seed_candidates=4, steering_samples=1, steering_tokens=4,
+                   refusal_model="tiny-random-llama",
                    refusal_options=dict(n_train=4, n_val=2, n_test=2, steps=1))
 
 

@@ -6,7 +6,7 @@ hooks live only for the duration of each call.
 """
 
 from flowsteer.patching.effects import EffectLog, PatchEffect
-from flowsteer.patching.features import RescaleFeatures, decoder_directions
+from flowsteer.patching.features import ClampFeatures, FeatureEdit, RescaleFeatures, decoder_directions
 from flowsteer.patching.generate import Generation, generate_with_patches, sample_next
 from flowsteer.patching.hooks import HookSession, SiteActivations
 from flowsteer.patching.inputs import Inputs, TokenBatch, encode, encode_pair
@@ -27,8 +27,10 @@ from flowsteer.patching.run import cache_sites, interchange, patching_sweep, run
 __all__ = [
     "AddVector",
     "Clamp",
+    "ClampFeatures",
     "Context",
     "EffectLog",
+    "FeatureEdit",
     "FromSource",
     "Function",
     "Generation",

@@ -1,4 +1,4 @@
-"""SAE-feature edits as interventions: rescale chosen features, keeping everything the SAE misses.
+"""SAE-feature edits as interventions: rescale or clamp chosen features, keeping what the SAE misses.
 
 `RescaleFeatures` implements the feature-flow papers' rescaling (arXiv 2502.03032, §4.2)
 
@@ -8,6 +8,7 @@ for chosen features i of one SAE, where a_i(h) is the feature's activation on th
 activation h and v_i its decoder direction. r = 0 removes the features (deactivation), r > 1
 amplifies them, r < 0 flips them. The edit adds the *change* it makes to the SAE's output, so the
 SAE's reconstruction error (h - x̂) passes through untouched: h is never replaced by x̂.
+`ClampFeatures` sets the features' activations to fixed values the same way (h + (c - a(h)) v).
 
 Any sae_lens SAE works (TopK, JumpReLU, Standard, ...): activations come from ``sae.encode`` and
 the per-unit output of each feature from ``sae.decode`` (so decoders that rescale by their norms
@@ -63,7 +64,74 @@ def decoder_directions(sae: nn.Module, features: Tensor | None = None) -> Float[
     return torch.cat(rows)
 
 
-class RescaleFeatures(Intervention):
+class FeatureEdit(Intervention):
+    """Base of edits ``h + sum_i c_i(a(h)) v_i`` of chosen features of one SAE (error term kept).
+
+    Subclasses say how the coefficient ``c_i`` follows from the features' activations ``a_i(h)`` and
+    a per-feature parameter (`change`). The parameter is one float, ``[n]`` (one per feature) or
+    ``[batch, n]`` (one per batch row and feature), so many different edits of one prompt run as
+    one batch.
+    """
+
+    parameter_name = "value"
+
+    def __init__(self, sae: nn.Module, features: Sequence[int] | Tensor, parameter: float | Tensor):
+        super().__init__()
+        check_sae(sae)
+        index = torch.as_tensor(features, dtype=torch.long).flatten()
+        if len(index) == 0:
+            raise ValueError(f"{type(self).__name__} needs at least one feature index")
+        parameter = torch.as_tensor(parameter, dtype=torch.float32)
+        if parameter.ndim > 2 or (parameter.ndim >= 1 and parameter.shape[-1] != len(index)):
+            raise ValueError(
+                f"{self.parameter_name} has shape {tuple(parameter.shape)}; use a float, [{len(index)}] or "
+                f"[batch, {len(index)}]"
+            )
+        self.sae = sae
+        self.register_buffer("features", index)
+        self.register_buffer(self.parameter_name, parameter)
+        self.register_buffer("directions", decoder_directions(sae, index).detach().clone())
+
+    @property
+    def parameter(self) -> Tensor:
+        return getattr(self, self.parameter_name)
+
+    def change(self, amounts: Float[Tensor, "m n"], parameter: Tensor) -> Float[Tensor, "m n"]:
+        """The coefficients c of the chosen decoder directions, from activations and parameter."""
+        raise NotImplementedError
+
+    def amounts(self, activation: Float[Tensor, "... d"]) -> Float[Tensor, "... n"]:
+        """The chosen features' activations a_i(h)."""
+        with torch.no_grad():
+            acts = self.sae.encode(activation.to(self.directions.device, self.directions.dtype))
+        return acts[..., self.features.to(acts.device)].to(activation.device)
+
+    def forward(self, activation: Activation, context: Context) -> Activation:
+        parameter = self.parameter.to(activation.device)
+        if parameter.ndim == 2 and parameter.shape[0] != activation.shape[0]:
+            raise ValueError(
+                f"{type(self).__name__} at {context.site}: {self.parameter_name} has {parameter.shape[0]} rows "
+                f"but the batch has {activation.shape[0]}"
+            )
+        directions = self.directions.to(activation.device)
+        if context.mask is None:  # every column: one dense edit
+            parameter = parameter[:, None, :] if parameter.ndim == 2 else parameter
+            delta = self.change(self.amounts(activation), parameter) @ directions
+            return activation + delta.to(activation.dtype)
+        rows, cols = context.mask.nonzero(as_tuple=True)  # only the edited columns are encoded
+        parameter = parameter[rows] if parameter.ndim == 2 else parameter
+        picked = activation[rows, cols]
+        delta = self.change(self.amounts(picked), parameter) @ directions
+        edited = activation.clone()
+        edited[rows, cols] = picked + delta.to(activation.dtype)
+        return edited
+
+    def extra_repr(self) -> str:
+        shape = tuple(self.parameter.shape) or float(self.parameter)
+        return f"features={len(self.features)}, {self.parameter_name}={shape}"
+
+
+class RescaleFeatures(FeatureEdit):
     """``h + sum_i (r_i - 1) a_i(h) v_i`` for the chosen features of one SAE (error term kept).
 
     Args:
@@ -74,46 +142,29 @@ class RescaleFeatures(Intervention):
             edits of one prompt run as one batch.
     """
 
+    parameter_name = "factor"
+
     def __init__(self, sae: nn.Module, features: Sequence[int] | Tensor, factor: float | Tensor = 0.0):
-        super().__init__()
-        check_sae(sae)
-        index = torch.as_tensor(features, dtype=torch.long).flatten()
-        if len(index) == 0:
-            raise ValueError("RescaleFeatures needs at least one feature index")
-        factor = torch.as_tensor(factor, dtype=torch.float32)
-        if factor.ndim > 2 or (factor.ndim >= 1 and factor.shape[-1] != len(index)):
-            raise ValueError(
-                f"factor has shape {tuple(factor.shape)}; use a float, [{len(index)}] or [batch, {len(index)}]"
-            )
-        self.sae = sae
-        self.register_buffer("features", index)
-        self.register_buffer("factor", factor)
-        self.register_buffer("directions", decoder_directions(sae, index).detach().clone())
+        super().__init__(sae, features, factor)
 
-    def amounts(self, activation: Float[Tensor, "... d"]) -> Float[Tensor, "... n"]:
-        """The chosen features' activations a_i(h)."""
-        with torch.no_grad():
-            acts = self.sae.encode(activation.to(self.directions.device, self.directions.dtype))
-        return acts[..., self.features.to(acts.device)].to(activation.device)
+    def change(self, amounts: Tensor, parameter: Tensor) -> Tensor:
+        return (parameter - 1.0) * amounts
 
-    def forward(self, activation: Activation, context: Context) -> Activation:
-        factor = self.factor.to(activation.device)
-        if factor.ndim == 2 and factor.shape[0] != activation.shape[0]:
-            raise ValueError(
-                f"RescaleFeatures at {context.site}: factor has {factor.shape[0]} rows but the batch has "
-                f"{activation.shape[0]}"
-            )
-        if context.mask is None:  # every column: one dense edit
-            factor = factor[:, None, :] if factor.ndim == 2 else factor
-            delta = ((factor - 1.0) * self.amounts(activation)) @ self.directions.to(activation.device)
-            return activation + delta.to(activation.dtype)
-        rows, cols = context.mask.nonzero(as_tuple=True)  # only the edited columns are encoded
-        factor = factor[rows] if factor.ndim == 2 else factor
-        picked = activation[rows, cols]
-        delta = ((factor - 1.0) * self.amounts(picked)) @ self.directions.to(activation.device)
-        edited = activation.clone()
-        edited[rows, cols] = picked + delta.to(activation.dtype)
-        return edited
 
-    def extra_repr(self) -> str:
-        return f"features={len(self.features)}, factor={tuple(self.factor.shape) or float(self.factor)}"
+class ClampFeatures(FeatureEdit):
+    """``h + sum_i (c_i - a_i(h)) v_i``: the chosen features' activations set to ``value`` (Templeton
+    et al. 2024's clamping), everything the SAE misses kept.
+
+    Args:
+        sae: a sae_lens SAE trained on this patch's site.
+        features: feature indices (n of them).
+        value: the activation c to clamp to: a float, ``[n]`` or ``[batch, n]``.
+    """
+
+    parameter_name = "value"
+
+    def __init__(self, sae: nn.Module, features: Sequence[int] | Tensor, value: float | Tensor):
+        super().__init__(sae, features, value)
+
+    def change(self, amounts: Tensor, parameter: Tensor) -> Tensor:
+        return parameter - amounts

@@ -75,7 +75,7 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
-def _unembed(model: HookedTransformer, residual: Tensor) -> Tensor:
+def unembed(model: HookedTransformer, residual: Tensor) -> Tensor:
     """The tail of ``HookedTransformer.forward``: final norm, unembedding, logit soft-cap."""
     if model.cfg.normalization_type is not None:
         residual = model.ln_final(residual)
@@ -118,7 +118,7 @@ def _generate_batch(
         past_kv_cache=kv_cache,
         stop_at_layer=model.cfg.n_layers,
     )
-    logits = _unembed(model, residual[:, -1:])[:, -1]
+    logits = unembed(model, residual[:, -1:])[:, -1]
     if fast:
         kv_cache = DecodeCache.from_prompt(model, kv_cache, extra=max_new_tokens)
     ones = torch.ones(size, 1, dtype=batch.attention_mask.dtype, device=device)

@@ -1,0 +1,47 @@
+"""Steering by SAE features (Feature Flow, arXiv 2502.03032, §4-5 and App. B): add, rescale or clamp
+features at one site or along a flow graph, choose features for a theme, and score the result
+locally. Every edit is a `flowsteer.patching.Patch`. See docs/steering.md."""
+
+from flowsteer.steering.classifier import ThemeClassifier, cross_validated_accuracy
+from flowsteer.steering.coherence import coherence, perplexity, repetition
+from flowsteer.steering.compare import SteeringComparison, compare_steering
+from flowsteer.steering.evaluate import Scores, SteeringScorer
+from flowsteer.steering.multilayer import STRATEGIES, graph_features, graph_steerer
+from flowsteer.steering.schedules import SCHEDULES, Constant, Exponential, Linear
+from flowsteer.steering.steerer import MODES, FeatureSteerer
+from flowsteer.steering.themes import (
+    ThemeFeatures,
+    load_themes,
+    rank_theme_features,
+    rank_themes,
+    standardised_mean_difference,
+)
+from flowsteer.steering.units import feature_units, typical_activations
+
+__all__ = [
+    "MODES",
+    "SCHEDULES",
+    "STRATEGIES",
+    "Constant",
+    "Exponential",
+    "FeatureSteerer",
+    "Linear",
+    "Scores",
+    "SteeringComparison",
+    "SteeringScorer",
+    "ThemeClassifier",
+    "ThemeFeatures",
+    "coherence",
+    "compare_steering",
+    "cross_validated_accuracy",
+    "feature_units",
+    "graph_features",
+    "graph_steerer",
+    "load_themes",
+    "perplexity",
+    "rank_theme_features",
+    "rank_themes",
+    "repetition",
+    "standardised_mean_difference",
+    "typical_activations",
+]

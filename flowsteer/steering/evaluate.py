@@ -1,0 +1,98 @@
+"""Local, reproducible scoring of steered generations, in place of the paper's gpt-4o-mini judge.
+
+- **Behaviour** B: P(theme | text) from `ThemeClassifier` (trained on ``data/themes``).
+- **Coherence** C: `flowsteer.steering.coherence` (perplexity under the unsteered model relative to a
+  reference, times one minus the repetition rate).
+- Combined as Feature Flow does: **B x C** for activation, **(1 - B) x C** for deactivation. Both
+  factors lie in [0, 1], as the paper's 0-5 judge scores divided by 5 do.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from flowsteer.patching import Generation
+from flowsteer.steering.classifier import ThemeClassifier
+from flowsteer.steering.coherence import coherence, perplexity, repetition
+
+
+@dataclass
+class Scores:
+    """Per-text scores of one setting; ``summary()`` gives their means."""
+
+    texts: list[str]
+    behaviour: Tensor
+    coherence: Tensor
+    perplexity: Tensor
+    repetition: Tensor
+
+    def combined(self, deactivate: bool = False) -> Tensor:
+        """B x C, or (1 - B) x C for deactivation."""
+        return ((1 - self.behaviour) if deactivate else self.behaviour) * self.coherence
+
+    def summary(self) -> dict[str, float]:
+        finite = self.perplexity[self.perplexity.isfinite()]
+        n = len(self.texts)
+        se = lambda x: float(x.std() / n**0.5) if n > 1 else 0.0  # noqa: E731
+        return {
+            "behaviour": float(self.behaviour.mean()),
+            "coherence": float(self.coherence.mean()),
+            "activation_score": float(self.combined().mean()),
+            "deactivation_score": float(self.combined(deactivate=True).mean()),
+            "behaviour_se": se(self.behaviour),
+            "coherence_se": se(self.coherence),
+            "activation_score_se": se(self.combined()),
+            "deactivation_score_se": se(self.combined(deactivate=True)),
+            "perplexity_median": float(finite.median()) if len(finite) else float("inf"),
+            "repetition": float(self.repetition.mean()),
+            "n": n,
+        }
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{b:.2f}</td><td>{c:.2f}</td><td>{html.escape(t)}</td></tr>"
+            for t, b, c in zip(self.texts, self.behaviour.tolist(), self.coherence.tolist(), strict=True)
+        )
+        means = self.summary()
+        return (
+            f"<p>B {means['behaviour']:.2f}, C {means['coherence']:.2f}, B×C {means['activation_score']:.2f}</p>"
+            f"<table><tr><th>B</th><th>C</th><th>text</th></tr>{rows}</table>"
+        )
+
+
+class SteeringScorer:
+    """Scores generations for a theme: ``scorer(prompts, generation, theme)`` -> `Scores`.
+
+    Args:
+        model: the *unsteered* model that judges perplexity.
+        classifier: a fitted `ThemeClassifier`.
+        reference_perplexity: ppl_ref of the coherence score; `calibrate` sets it from unsteered samples.
+    """
+
+    def __init__(self, model: HookedTransformer, classifier: ThemeClassifier, reference_perplexity: float = 20.0):
+        self.model, self.classifier, self.reference = model, classifier, float(reference_perplexity)
+
+    def calibrate(self, prompts: Sequence[str] | str, generation: Generation) -> float:
+        """Set ppl_ref to the median perplexity of unsteered samples; returns it."""
+        prompts = [prompts] * len(generation) if isinstance(prompts, str) else list(prompts)
+        ppl = perplexity(self.model, prompts, generation.tokens)
+        self.reference = float(ppl[ppl.isfinite()].median())
+        return self.reference
+
+    def __call__(self, prompts: Sequence[str] | str, generation: Generation, theme: str) -> Scores:
+        texts = list(generation.texts)
+        prompts = [prompts] * len(texts) if isinstance(prompts, str) else list(prompts)
+        ppl = perplexity(self.model, prompts, generation.tokens)
+        return Scores(
+            texts,
+            self.classifier.probability(texts, theme),
+            coherence(ppl, texts, self.reference),
+            ppl,
+            torch.tensor([repetition(t) for t in texts]),
+        )
