@@ -133,6 +133,127 @@ def transition(results: Results) -> Finding:
                    f"{num(matrix.get('mean_abs_difference_off_diagonal'))})", carried, "`flow_groups.json`")
 
 
+# Refusal: linear baselines and invertible maps -------------------------------------------------------------
+
+
+def bypass(results: Results) -> dict | None:
+    data = results("refusal_compare")
+    return data if data and data.get("results") else None
+
+
+def attack_success(methods: tuple[str, ...]) -> Callable[[Results], Finding]:
+    def measure(results: Results) -> Finding:
+        data = bypass(results)
+        if data is None:
+            return missing("refusal_compare.py")
+        values = []
+        for name in methods:
+            harmful = data["results"].get(name, {}).get("harmful", {})
+            rate = harmful.get("refusal_rate")
+            values.append("—" if rate is None else f"{1 - rate:.2f}")
+        carried = "yes" if values[0] != "—" and all(v != "—" for v in values) and float(values[0]) < 0.5 and all(
+            float(v) > 0.5 for v in values[1:]) else "no"
+        return Finding(" / ".join(values), carried,
+                       f"`{data['model']}`, layer {data['layer']}, {data['prompts'].get('harmful_test')} held-out "
+                       "harmful prompts, substring judge on greedy replies; `refusal_compare.json`")
+
+    return measure
+
+
+def bypass_ce(results: Results) -> Finding:
+    data = bypass(results)
+    if data is None:
+        return missing("refusal_compare.py")
+    values = [data["results"].get(name, {}).get("cross_entropy_paragraphs") for name in
+              ("baseline", "directional_ablation", "actadd")]
+    ordered = None not in values and values[0] <= values[1] <= values[2]
+    return Finding(" / ".join(num(v, 3) for v in values), "yes" if ordered else "partly",
+                   "CE (nats/token) on held-out harmless paragraphs; `refusal_compare.json`")
+
+
+def selection(results: Results) -> Finding:
+    data = bypass(results)
+    if data is None:
+        return missing("refusal_compare.py")
+    chosen = data["direction"]
+    return Finding(f"layer {chosen['layer']}, position {chosen['position']}", "n/a",
+                   "same filters (KL ≤ 0.1, induce > 0, layers < 0.8·n_layers); `refusal_compare.json`")
+
+
+def nonlinear_vs_linear(results: Results) -> Finding:
+    data = bypass(results)
+    if data is None:
+        return missing("refusal_compare.py")
+    rates = {name: 1 - r["harmful"]["refusal_rate"] for name, r in data["results"].items()
+             if r["harmful"].get("refusal_rate") is not None}
+    linear = {k: v for k, v in rates.items() if k in ("actadd", "directional_ablation", "das")}
+    nonlinear = {k: v for k, v in rates.items() if k in ("nonlinear", "nonlinear_shift", "innsteer")}
+    if not linear or not nonlinear:
+        return Finding("—", "not measured", "methods missing in `refusal_compare.json`")
+    best_linear, best_nonlinear = max(linear, key=linear.get), max(nonlinear, key=nonlinear.get)
+    fractions = {k: data["results"][k].get("magnitude", {}).get("fraction_changed") for k in (best_linear,
+                                                                                          best_nonlinear)}
+    comparable = rates[best_nonlinear] >= rates[best_linear] - 0.1
+    return Finding(f"bypass {best_nonlinear} {rates[best_nonlinear]:.2f} vs {best_linear} {rates[best_linear]:.2f}; "
+                   f"locations changed {num(fractions[best_nonlinear], 3)} vs {num(fractions[best_linear], 3)}",
+                   "yes" if comparable else "no", "judge on held-out harmful prompts; `refusal_compare.json`")
+
+
+def magnitude_ratio(results: Results) -> Finding:
+    data = bypass(results)
+    if data is None:
+        return missing("refusal_compare.py")
+    ratios = {name: r.get("magnitude", {}).get("mean_delta_norm_ratio_to_actadd") for name, r in data["results"].items()
+              if name in ("nonlinear", "nonlinear_shift", "innsteer", "das", "directional_ablation")}
+    shown = ", ".join(f"{name} {num(value, 3)}" for name, value in ratios.items() if value is not None)
+    smallest = min((v for v in ratios.values() if v is not None), default=None)
+    return Finding(f"mean ‖Δh‖ / ActAdd's: {shown}", "—" if smallest is None else ("yes" if smallest <= 0.01 else "no"),
+                   "mean over patched (layer, token) locations; `refusal_compare.json`")
+
+
+def best_layer(results: Results) -> Finding:
+    data = results("refusal_layer_sweep")
+    if not data or not data.get("rows"):
+        return missing("refusal_compare.py --part sweep")
+    rows = data["rows"]
+
+    def bypassed(row: dict) -> float:
+        return -row["results"]["nonlinear"]["harmful"]["log_odds_mean"] if "results" in row else float("nan")
+
+    best = max(rows, key=bypassed)
+    return Finding(f"lowest refusal log-odds at layer {best['layer']} of {sorted(r['layer'] for r in rows)}",
+                   "yes" if 0.25 <= best["layer"] / 30 <= 0.75 else "no", "`refusal_layer_sweep.json`")
+
+
+def innsteer(results: Results) -> Finding:
+    data = results("innsteer_sentiment")
+    if data is None:
+        return missing("innsteer_sentiment.py")
+    base = data["unsteered"]
+    strongest = min(data["sweep"], key=lambda row: row["alpha"])
+    ours, linear = strongest["innsteer"], strongest.get("actadd", {})
+    carried = "not measured"
+    if linear:
+        moved_more = abs(ours["p_positive"] - base["p_positive"]) >= abs(linear["p_positive"] - base["p_positive"])
+        carried = "yes" if moved_more and ours["perplexity"] <= linear["perplexity"] else "no"
+    return Finding(
+        f"sentiment (probe P(positive)) {base['p_positive']:.2f} → INNSteer {ours['p_positive']:.2f} / ActAdd "
+        f"{num(linear.get('p_positive'))} at α = {strongest['alpha']} (matched ‖Δh‖); perplexity "
+        f"{base['perplexity']:.2f} → {ours['perplexity']:.2f} / {num(linear.get('perplexity'))}",
+        carried, f"{data['model']}, {data['site']}, {data['prompts']} prompts; `innsteer_sentiment.json`")
+
+
+# Steering by features -------------------------------------------------------------------------------------------
+
+
+def steering(results: Results) -> Finding:
+    data = results("steering_summary")
+    if data is None:
+        return missing("steering_figures.py")
+    rows = [f"{theme}: {entry}" for theme, entry in data.get("verdicts", {}).items()]
+    return Finding("; ".join(rows) or "—", "partly", "`steering_summary.json`")
+
+
 ROWS: list[tuple[str, list[Row]]] = [
     ("Feature flow (arXiv 2502.03032)", [
         Row(1, "deactivation, top-1 cosine: mean activation change / success", "0.75 / 65%",
@@ -152,6 +273,31 @@ ROWS: list[tuple[str, list[Row]]] = [
         Row(2, "top-1 Pearson matching", "0.74 / 65%",
             not_applicable("Pearson matching needs activation statistics; the paper calls it optional and we did not "
                            "implement it")),
+    ]),
+    ("Steering by features (arXiv 2502.03032 §5, App. B-C)", [
+        Row(11, "graph-based multi-layer steering vs initial features, Behavioral × Coherence",
+            "figures only (≈0.50-0.70)", steering),
+    ]),
+    ("Refusal: linear baselines (Arditi et al.) on the refusal organism", [
+        Row(17, "attack success rate: baseline / directional ablation / ActAdd", "0.05 / 1.00 / 0.99",
+            attack_success(("baseline", "directional_ablation", "actadd"))),
+        Row(20, "CE on plain text: baseline / ablation / ActAdd", "2.348 / 2.363 / 2.477", bypass_ce),
+        Row(21, "selection filters (KL max, induce min, layer cutoff)", "0.1; 0.0; < 0.8·n_layers", selection),
+    ]),
+    ("Non-linear interventions (arXiv 2605.14749) and INNSteer (arXiv 2606.08454)", [
+        Row(22, "bypass comparable to linear baselines, fewer locations changed", "“comparable”", nonlinear_vs_linear),
+        Row(23, "intervention magnitude vs linear", "> 100× smaller (unverified claim)", magnitude_ratio),
+        Row(24, "best intervention site", "middle layers", best_layer),
+        Row(26, "INNSteer control and fluency vs linear steering", "“consistently improves”, fluency preserved",
+            innsteer),
+        Row(25, "models", "Llama-3-8B-Instruct, Qwen2.5-7B-Instruct",
+            not_applicable("7-8B models cannot run here (2 CPU cores, no hub); we use SmolLM2-135M and its organism")),
+        Row(27, "INNSteer on MUSE-Books unlearning", "BLEU 19.92 …", not_applicable("a different task (unlearning)")),
+    ]),
+    ("SAE Match (arXiv 2410.07656)", [
+        Row(13, "layers with near-zero SAME matches", "below ~10",
+            not_applicable("needs the paper's LLM judge of matched features; no judge model here")),
+        Row(16, "judge evaluations per experiment", "≈1,600", not_applicable("no LLM judge offline")),
     ]),
 ]
 
