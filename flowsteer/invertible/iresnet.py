@@ -165,9 +165,9 @@ class IResBlock(Bijection):
             tol = self.tolerance(y.dtype)
             self.last_inverse = FixedPointReport(iterations, residual, residual <= tol)
             if residual > tol:
-                warnings.warn(
-                    f"IResBlock inverse stopped after {iterations} iterations (max_iter={self.max_iter}) with "
-                    f"relative residual {residual:.2e} > tol={tol:.0e}; raise max_iter or lower coeff",
+                warnings.warn(  # one text per setting, so Python shows it once, not at every call
+                    f"an IResBlock inverse reached max_iter={self.max_iter} before tol={tol:.0e} (its residual is "
+                    "in block.last_inverse); raise max_iter or lower coeff",
                     RuntimeWarning,
                     stacklevel=2,
                 )
