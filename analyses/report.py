@@ -176,8 +176,11 @@ def selection(results: Results) -> Finding:
     if data is None:
         return missing("refusal_compare.py")
     chosen = data["direction"]
-    return Finding(f"layer {chosen['layer']}, position {chosen['position']}", "n/a",
-                   "same filters (KL ≤ 0.1, induce > 0, layers < 0.8·n_layers); `refusal_compare.json`")
+    fallback = (chosen.get("selection") or {}).get("fallback")
+    return Finding(f"layer {chosen['layer']}, position {chosen['position']}" + (f" ({fallback})" if fallback else ""),
+                   "no" if fallback else "yes",
+                   "same filters (KL ≤ 0.1, induce > 0, layers < 0.8·n_layers), candidates at the comparison's "
+                   "selection layers only; `refusal_compare.json`")
 
 
 def nonlinear_vs_linear(results: Results) -> Finding:
