@@ -7,51 +7,82 @@ import re
 from collections.abc import Sequence
 
 import torch
+from jaxtyping import Float, Int
+from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from flowsteer.patching import run_with_patches
+from flowsteer.patching import cache_sites
+from flowsteer.patching.generate import unembed
 from flowsteer.patching.inputs import left_pad, tokenize
+from flowsteer.sites import Site
 
 
 @torch.no_grad()
+def continuation_nll(
+    model: HookedTransformer,
+    prompts: Sequence[str],
+    continuations: Sequence[Sequence[int]],
+    batch_size: int = 32,
+) -> tuple[Float[Tensor, " n"], Int[Tensor, " n"]]:
+    """Summed negative log-likelihood of each continuation (token ids) given its prompt under the
+    unpatched model, and its number of tokens (0 for an empty continuation, whose NLL is 0)."""
+    if len(prompts) != len(continuations):
+        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
+    prompt_tokens = tokenize(model, list(prompts))
+    last = Site(model.cfg.n_layers - 1)
+    pad = model.tokenizer.pad_token_id or 0
+    nll = torch.zeros(len(prompts))
+    counts = torch.tensor([len(c) for c in continuations], dtype=torch.long)
+    for start in range(0, len(prompts), batch_size):
+        lengths = counts[start : start + batch_size]
+        longest = int(lengths.max())
+        if longest == 0:
+            continue
+        chunk = zip(prompt_tokens[start : start + batch_size], continuations[start : start + batch_size], strict=True)
+        rows = [torch.cat([p, torch.as_tensor(list(c), dtype=torch.long)]) for p, c in chunk]
+        batch = left_pad(rows, pad).to(model.cfg.device)
+        # Only the positions that predict continuation tokens go through the unembedding.
+        residual = cache_sites(model, batch, [last])[last][:, -longest - 1 : -1]
+        logprobs = unembed(model, residual).float().log_softmax(-1)
+        picked = logprobs.gather(-1, batch.tokens[:, -longest:, None])[..., 0].cpu()
+        for i, n in enumerate(lengths.tolist()):
+            nll[start + i] = -picked[i, longest - n :].sum()
+    return nll, counts
+
+
+def perplexity(
+    model: HookedTransformer,
+    prompts: Sequence[str],
+    continuations: Sequence[Sequence[int]],
+    batch_size: int = 32,
+) -> Float[Tensor, " n"]:
+    """Perplexity of each continuation (token ids) given its prompt, under the unpatched model.
+
+    Empty continuations get ``inf``.
+    """
+    nll, counts = continuation_nll(model, prompts, continuations, batch_size)
+    return torch.where(counts > 0, (nll / counts.clamp(min=1)).exp(), torch.full_like(nll, float("inf")))
+
+
 def continuation_perplexity(
     model: HookedTransformer,
     prompts: Sequence[str],
     continuations: Sequence[Sequence[int]],
-    batch_size: int = 16,
+    batch_size: int = 32,
 ) -> dict[str, float]:
-    """Perplexity of each continuation (token ids) given its prompt, under ``model`` without patches.
+    """Pooled perplexity of continuations given their prompts, under the unpatched model.
 
     Returns ``perplexity`` (exp of the mean NLL over all continuation tokens), ``median_perplexity``
     (over sequences) and ``tokens``. Empty continuations are skipped.
     """
-    if len(prompts) != len(continuations):
-        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
-    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    pairs = [(p, list(c)) for p, c in zip(prompts, continuations, strict=True) if len(c) > 0]
-    total, count, per_sequence = 0.0, 0, []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        prompt_ids = tokenize(model, [p for p, _ in chunk])
-        rows = [
-            torch.cat([ids, torch.tensor(c, dtype=ids.dtype)]) for ids, (_, c) in zip(prompt_ids, chunk, strict=True)
-        ]
-        batch = left_pad(rows, pad_id).to(model.cfg.device)
-        logprobs = run_with_patches(model, batch).float().log_softmax(-1)
-        width = batch.tokens.shape[1]
-        for i, (_, continuation) in enumerate(chunk):
-            n = len(continuation)
-            targets = batch.tokens[i, width - n :]
-            predicted = logprobs[i, width - n - 1 : width - 1]
-            nll = -predicted.gather(-1, targets[:, None]).sum().item()
-            total, count = total + nll, count + n
-            per_sequence.append(math.exp(nll / n))
-    if not count:
+    nll, counts = continuation_nll(model, prompts, continuations, batch_size)
+    used = counts > 0
+    if not bool(used.any()):
         return {"perplexity": float("nan"), "median_perplexity": float("nan"), "tokens": 0}
     return {
-        "perplexity": math.exp(total / count),
-        "median_perplexity": float(torch.tensor(per_sequence).median()),
-        "tokens": count,
+        "perplexity": math.exp(float(nll[used].sum()) / int(counts[used].sum())),
+        "median_perplexity": float((nll[used] / counts[used]).exp().median()),
+        "tokens": int(counts.sum()),
     }
 
 

@@ -111,5 +111,3 @@ def cross_validated_accuracy(
         probe = ActivationProbe.fit(Site(0), features[train], labels[train], l2)
         correct += int(((probe.probabilities(features[test]) > 0.5).long() == labels[test]).sum())
     return correct / len(labels)
-
-

@@ -19,13 +19,11 @@ from collections.abc import Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
-from flowsteer.patching import cache_sites
-from flowsteer.patching.generate import unembed
-from flowsteer.patching.inputs import left_pad, tokenize
-from flowsteer.sites import Site
+from flowsteer.scoring.fluency import perplexity
 from flowsteer.steering.classifier import words
+
+__all__ = ["coherence", "perplexity", "repetition"]
 
 
 def repetition(text: str) -> float:
@@ -35,43 +33,6 @@ def repetition(text: str) -> float:
     if not bigrams:
         return 0.0
     return 1.0 - len(set(bigrams)) / len(bigrams)
-
-
-@torch.no_grad()
-def perplexity(
-    model: HookedTransformer,
-    prompts: Sequence[str],
-    continuations: Sequence[Sequence[int]],
-    batch_size: int = 32,
-) -> Float[Tensor, " n"]:
-    """Perplexity of each continuation (token ids) given its prompt, under the unpatched model.
-
-    Empty continuations get ``inf``.
-    """
-    if len(prompts) != len(continuations):
-        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
-    prompt_tokens = tokenize(model, list(prompts))
-    last = Site(model.cfg.n_layers - 1)
-    pad = model.tokenizer.pad_token_id or 0
-    result = torch.full((len(prompts),), float("inf"))
-    for start in range(0, len(prompts), batch_size):
-        rows, lengths = [], []
-        chunk = zip(prompt_tokens[start : start + batch_size], continuations[start : start + batch_size], strict=True)
-        for p, c in chunk:
-            rows.append(torch.cat([p, torch.as_tensor(list(c), dtype=torch.long)]))
-            lengths.append(len(c))
-        batch = left_pad(rows, pad).to(model.cfg.device)
-        longest = max(lengths)
-        if longest == 0:
-            continue
-        # Only the positions that predict continuation tokens go through the unembedding.
-        residual = cache_sites(model, batch, [last])[last][:, -longest - 1 : -1]
-        logits = unembed(model, residual).float().log_softmax(-1)
-        logprobs = logits.gather(-1, batch.tokens[:, -longest:, None])[..., 0].cpu()
-        for i, n in enumerate(lengths):
-            if n > 0:
-                result[start + i] = (-logprobs[i, longest - n :].mean()).exp()
-    return result
 
 
 def coherence(perplexities: Float[Tensor, " n"], texts: Sequence[str], reference: float) -> Float[Tensor, " n"]:
