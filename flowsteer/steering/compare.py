@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from torch import nn
 from transformer_lens import HookedTransformer
 
+from flowsteer.display import markdown_table
 from flowsteer.flow.folding import is_jumprelu
 from flowsteer.flow.graph import FlowGraph
 from flowsteer.patching import generate_with_patches
@@ -35,10 +36,8 @@ class SteeringComparison:
     steerer: FeatureSteerer
 
     def markdown(self) -> str:
-        cell = lambda t: t.replace("|", "\\|").replace("\n", " ")  # noqa: E731
-        lines = [f"Prompt: `{self.prompt}`; {self.steerer!r}", "", "| unsteered | steered |", "|---|---|"]
-        lines += [f"| {cell(b)} | {cell(a)} |" for b, a in zip(self.before, self.after, strict=True)]
-        return "\n".join(lines)
+        table = markdown_table(["unsteered", "steered"], zip(self.before, self.after, strict=True))
+        return f"Prompt: `{self.prompt}`; {self.steerer!r}\n\n{table.rstrip()}"
 
     def _repr_html_(self) -> str:
         rows = "".join(
