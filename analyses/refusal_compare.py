@@ -52,12 +52,21 @@ from flowsteer.evals import last_position_logits
 from flowsteer.linear import diff_in_means
 from flowsteer.models import load_model
 from flowsteer.models.chat import chat_prompts
-from flowsteer.models.organisms import REFUSAL_ORGANISM
+from flowsteer.models.organisms import REFUSAL_ORGANISM, organism_dir, read_manifest
 from flowsteer.paths import atomic_path, write_json
 from flowsteer.vectors import load_vector, save_vector
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "analyses" / "results"
+
+
+def model_build(model_name: str) -> str:
+    """Which build of ``model_name`` ran: the organism's manifest (recipe version, creation time), so that
+    per-method files from an older build of the same name are not merged or resumed silently."""
+    if model_name != REFUSAL_ORGANISM:
+        return model_name
+    manifest = read_manifest(organism_dir())
+    return f"{model_name} recipe v{manifest['recipe_version']} built {manifest['created']}"
 
 
 def ints(text: str) -> list[int]:
@@ -102,6 +111,7 @@ def save_direction(direction: LinearDirection, model_name: str, parts: Path) -> 
         parts / "direction.json",
         {
             "model": model_name,
+            "model_build": model_build(model_name),
             "layer": direction.layer,
             "position": direction.position,
             "norm": float(direction.direction.norm()),
@@ -112,8 +122,11 @@ def save_direction(direction: LinearDirection, model_name: str, parts: Path) -> 
 
 def load_direction(model, model_name: str, parts: Path) -> LinearDirection:
     meta = json.loads((parts / "direction.json").read_text())
-    if meta["model"] != model_name:
-        raise ValueError(f"{parts / 'direction.json'} was selected on {meta['model']}, not {model_name}")
+    if meta.get("model_build", meta["model"]) != model_build(model_name):
+        raise ValueError(
+            f"{parts / 'direction.json'} was selected on {meta.get('model_build', meta['model'])}, not on "
+            f"{model_build(model_name)}; select again with --part direction"
+        )
     vector = load_vector(parts / "direction.safetensors", model.cfg.d_model)
     return LinearDirection(vector, meta["layer"], meta["position"], meta["selection"])
 
@@ -146,6 +159,7 @@ def run_methods(model, prompts, direction: LinearDirection, methods: list[str], 
         result["total_seconds"] = time.perf_counter() - start
         result["prompts"] = prompts.sizes()
         result["model"] = args.model
+        result["model_build"] = model_build(args.model)
         write_json(parts / f"{name}.json", result)
         print(summary_line(name, result), f"({result['total_seconds']:.0f} s)", flush=True)
 
@@ -157,15 +171,17 @@ def merge_table(results_dir: Path, parts: Path) -> None:
     results = {
         name: json.loads((parts / f"{name}.json").read_text()) for name in order if (parts / f"{name}.json").is_file()
     }
-    models = {r["model"] for r in results.values()}
-    if models != {direction["model"]}:
+    builds = {r.get("model_build", r["model"]) for r in results.values()}
+    if {r["model"] for r in results.values()} != {direction["model"]} or len(builds) != 1:
         raise ValueError(
-            f"per-method results come from different models: {sorted(models)} (direction: {direction['model']})"
+            f"per-method results in {parts} come from different models or builds: {sorted(builds)} (direction: "
+            f"{direction['model']}); rerun the stale methods with --part methods"
         )
     ratios_to(results)
     comparison = {
         "analysis": "refusal bypass: linear vs invertible-map interventions",
         "model": direction["model"],
+        "model_build": builds.pop(),
         "prompts": next(iter(results.values()))["prompts"],
         "direction": direction,
         "layer": direction["layer"],
@@ -235,7 +251,8 @@ def main() -> None:
     else:
         out = args.results / "refusal_layer_sweep.json"
         previous = json.loads(out.read_text()) if out.is_file() else {}
-        rows = previous.get("rows", []) if previous.get("model") == args.model else []  # resume a cut-off sweep
+        build = model_build(args.model)
+        rows = previous.get("rows", []) if previous.get("model_build") == build else []  # resume a cut-off sweep
         layers = [layer for layer in ints(args.sweep_layers) if layer not in {row["layer"] for row in rows}]
         carried_seconds = previous.get("seconds", 0.0) if rows else 0.0
         directions: dict[int, LinearDirection | None] = dict.fromkeys(layers)
@@ -271,6 +288,7 @@ def main() -> None:
             result = {
                 "analysis": "layer sweep: ActAdd vs the i-ResNet map, refusal log-odds and ||Δh||",
                 "model": args.model,
+                "model_build": build,
                 "rows": rows,
                 "seconds": time.perf_counter() - start + carried_seconds,
                 "machine": machine,

@@ -77,6 +77,10 @@ def test_teacher_targets_are_the_teachers_top_k(tiny):
     assert torch.allclose(soft[0].soft_probs.sum(-1), torch.ones(3), atol=1e-5)
     logits = tiny(torch.tensor([prompt + (65, 66, 67)]))[0]
     assert soft[0].soft_ids[:, 0].tolist() == logits[len(prompt) - 1 : -1].argmax(-1).tolist()
+    hard = with_teacher_targets(tiny, examples, top_k=4, hard_first_token=True)
+    for example, original in zip(hard, soft, strict=True):
+        assert example.soft_ids[0, 0] == example.reply_ids[0] and example.soft_probs[0].tolist() == [1, 0, 0, 0]
+        assert torch.equal(example.soft_probs[1:], original.soft_probs[1:])
 
 
 def test_finetune_learns_the_replies():

@@ -3,7 +3,8 @@
 1. Targets: harmful train instructions → hand-written refusals; harmless train instructions → the base
    model's own greedy replies (stored in ``data/refusal/harmless_replies.jsonl``), with the base model's
    top-k next-token distributions along them as soft targets (self-distillation keeps its answers and its
-   calibrated language modelling).
+   calibrated language modelling); the first reply token, the comply decision, stays a hard target.
+   Harmless look-alikes (benign requests phrased like harmful ones) repeat ``lookalike_repeats`` times.
 2. Fine-tune every parameter of the Hugging Face model (`flowsteer.organism.train`), seeded.
 3. Save the Hugging Face folder (safetensors) and ``manifest.json`` into the cache in one atomic rename.
 
@@ -54,8 +55,11 @@ def build_refusal_organism(
     harmless, dropped = stored_reply_examples(base, harmless_train)
     if recipe.soft_top_k:
         log.info("teacher distributions along %d harmless replies", len(harmless))
-        harmless = with_teacher_targets(base, harmless, recipe.soft_top_k)
-    examples = refusal_examples(base, harmful_train) + harmless
+        harmless = with_teacher_targets(base, harmless, recipe.soft_top_k, hard_first_token=recipe.hard_first_token)
+    if recipe.lookalike_repeats < 1:
+        raise ValueError(f"lookalike_repeats must be >= 1, got {recipe.lookalike_repeats}")
+    lookalikes = [example for example in harmless if example.instruction.lookalike]
+    examples = refusal_examples(base, harmful_train) + harmless + lookalikes * (recipe.lookalike_repeats - 1)
     del base
     targets_seconds = time.perf_counter() - started
 
@@ -78,6 +82,7 @@ def build_refusal_organism(
             "harmful_train": len(harmful_train),
             "harmless_train": len(harmless_train),
             "harmless_dropped_refusal_like": dropped,
+            "harmless_lookalike_examples": len(lookalikes),
             "examples": len(examples),
         },
         "training": training,

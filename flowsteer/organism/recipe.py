@@ -18,6 +18,10 @@ class OrganismRecipe:
         max_reply_tokens: length of the self-distilled harmless replies (greedy, base model).
         soft_top_k: harmless targets are the base model's top-k next-token distribution along its
             greedy reply (renormalised); 0 trains on the greedy tokens themselves.
+        hard_first_token: with soft targets, the first harmless reply token is still a hard target (the
+            reply's own first token): the comply decision is taught outright, the rest distilled.
+        lookalike_repeats: how many times each harmless look-alike ("Explain how to kill a Python
+            process") appears per epoch; > 1 oversamples the prompts that teach refusal's boundary.
         warmup_steps, weight_decay, max_grad_norm, seed: optimiser details and the batch-order seed.
     """
 
@@ -27,6 +31,8 @@ class OrganismRecipe:
     first_token_weight: float = 10.0
     max_reply_tokens: int = 48
     soft_top_k: int = 64
+    hard_first_token: bool = True
+    lookalike_repeats: int = 3
     warmup_steps: int = 5
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0

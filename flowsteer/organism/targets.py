@@ -105,11 +105,18 @@ def stored_reply_examples(
 
 @torch.no_grad()
 def with_teacher_targets(
-    teacher: HookedTransformer, examples: Sequence[SFTExample], top_k: int, *, batch_size: int = 16
+    teacher: HookedTransformer,
+    examples: Sequence[SFTExample],
+    top_k: int,
+    *,
+    hard_first_token: bool = False,
+    batch_size: int = 16,
 ) -> list[SFTExample]:
     """``examples`` with soft targets: ``teacher``'s top-``top_k`` next-token distribution (renormalised)
     at every reply position, computed on the prompt + reply sequence. Distilling the distribution instead
-    of the greedy tokens keeps the student's probabilities calibrated (its cross-entropy on plain text)."""
+    of the greedy tokens keeps the student's probabilities calibrated (its cross-entropy on plain text).
+    With ``hard_first_token`` the first reply position targets the reply's own first token with
+    probability 1: the answer-or-refuse decision is taught outright, the rest distilled."""
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     pad = teacher.tokenizer.pad_token_id or 0
@@ -124,6 +131,9 @@ def with_teacher_targets(
             # Columns predicting the reply: the last n+1 columns minus the final one (left padding).
             probs = logits[row, width - n - 1 : width - 1].double().softmax(-1)
             top = probs.topk(top_k, dim=-1)
-            soft = (top.values / top.values.sum(-1, keepdim=True)).float().cpu()
-            result.append(replace(example, soft_ids=top.indices.cpu(), soft_probs=soft))
+            ids, soft = top.indices.cpu(), (top.values / top.values.sum(-1, keepdim=True)).float().cpu()
+            if hard_first_token:
+                ids[0, 0], soft[0] = example.reply_ids[0], 0.0
+                soft[0, 0] = 1.0
+            result.append(replace(example, soft_ids=ids, soft_probs=soft))
     return result
