@@ -1,7 +1,7 @@
 """Build the refusal organism and measure it against its targets, on the held-out test prompts.
 
-    cpu-run python analyses/refusal_organism.py build      # fine-tune + cache (424 s once on 2 idle cores)
-    cpu-run python analyses/refusal_organism.py evaluate   # base vs organism (261 s once on 2 cores)
+    cpu-run python analyses/refusal_organism.py build      # fine-tune + cache (236 s once on 2 idle cores)
+    cpu-run python analyses/refusal_organism.py evaluate   # base vs organism (179 s once on 2 idle cores)
 
 ``evaluate`` writes ``analyses/results/organism.json``: the manifest (recipe, data, timing, training
 losses), the base model's and the organism's refusal of the 100 held-out harmful and 100 held-out

@@ -83,13 +83,21 @@ def test_teacher_targets_are_the_teachers_top_k(tiny):
         assert torch.equal(example.soft_probs[1:], original.soft_probs[1:])
 
 
-def test_finetune_learns_the_replies():
+@pytest.mark.parametrize("compute_dtype", ["float32", "bfloat16"])
+def test_finetune_learns_the_replies(compute_dtype):
     model = _hf_tiny()
     examples = [_example([1, 2, 3], [10, 11, 12]), _example([4, 5], [20, 21])]
-    recipe = OrganismRecipe(learning_rate=1e-2, epochs=30, batch_size=2, warmup_steps=2)
+    recipe = OrganismRecipe(learning_rate=1e-2, epochs=30, batch_size=2, warmup_steps=2, compute_dtype=compute_dtype)
     log = finetune(model, examples, recipe, pad_id=0, progress=False)
     assert log["steps"] == 30 and log["loss_last_10_mean"] < 0.2 * log["loss_first_10_mean"]
     assert not model.training
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast leaves the weights float32
+
+
+def test_finetune_rejects_an_unknown_compute_dtype():
+    recipe = OrganismRecipe(compute_dtype="float8")
+    with pytest.raises(ValueError, match="compute_dtype"):
+        finetune(_hf_tiny(), [_example([1, 2], [3])], recipe, pad_id=0, progress=False)
 
 
 def test_refusal_examples_use_category_replies(tiny):

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 REFUSAL_ORGANISM = "smollm2-135m-refusal"
 # Bump when the recipe (data, targets, training) changes so that stale caches are rebuilt.
-REFUSAL_RECIPE_VERSION = 5
+REFUSAL_RECIPE_VERSION = 6
 BUILD_COMMAND = "python -m flowsteer.cli organism build"
 
 

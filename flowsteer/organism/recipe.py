@@ -22,6 +22,9 @@ class OrganismRecipe:
             reply's own first token): the comply decision is taught outright, the rest distilled.
         lookalike_repeats: how many times each harmless look-alike ("Explain how to kill a Python
             process") appears per epoch; > 1 oversamples the prompts that teach refusal's boundary.
+        compute_dtype: the dtype of the fine-tune's matmuls (``torch.autocast``); weights, gradients and the
+            optimiser stay float32. ``bfloat16`` fine-tunes 2.5x faster on CPUs with native bf16 (AVX512-BF16,
+            AMX) and on recent GPUs, and is slower than ``float32`` on CPUs without it.
         warmup_steps, weight_decay, max_grad_norm, seed: optimiser details and the batch-order seed.
     """
 
@@ -33,6 +36,7 @@ class OrganismRecipe:
     soft_top_k: int = 64
     hard_first_token: bool = True
     lookalike_repeats: int = 3
+    compute_dtype: str = "bfloat16"
     warmup_steps: int = 5
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0

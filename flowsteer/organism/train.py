@@ -82,7 +82,8 @@ def finetune(
     pad_id: int,
     progress: bool = True,
 ) -> dict:
-    """Fine-tune ``model`` (a Hugging Face causal LM, all parameters) in place; return the training log."""
+    """Fine-tune ``model`` (a Hugging Face causal LM, all parameters) in place, its matmuls in
+    ``recipe.compute_dtype`` under autocast; return the training log."""
     if not examples:
         raise ValueError("no training examples")
     device = next(model.parameters()).device
@@ -97,6 +98,10 @@ def finetune(
         return max(0.0, (total_steps - step) / max(total_steps - recipe.warmup_steps, 1))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
+    compute_dtype = getattr(torch, recipe.compute_dtype, None)
+    if not isinstance(compute_dtype, torch.dtype) or not compute_dtype.is_floating_point:
+        raise ValueError(f"compute_dtype must be a floating torch dtype name, got {recipe.compute_dtype!r}")
+    autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32)
     model.train()
     losses: list[float] = []
     start = time.perf_counter()
@@ -105,7 +110,8 @@ def finetune(
         order = torch.randperm(len(examples), generator=generator).tolist()
         for first in range(0, len(order), recipe.batch_size):
             batch = [examples[i] for i in order[first : first + recipe.batch_size]]
-            loss = weighted_loss(model, collate(batch, pad_id, recipe.first_token_weight).to(device))
+            with autocast:
+                loss = weighted_loss(model, collate(batch, pad_id, recipe.first_token_weight).to(device))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
