@@ -195,3 +195,19 @@ def test_train_saes_command_arguments():
         parse_layers("28-31", 30)
     with pytest.raises(ValueError, match="300 kilo"):
         parse_count("300 kilo")
+
+
+def test_bfloat16_harvest_runs_the_forward_pass_under_autocast(tiny):
+    from flowsteer.saes.activations import ActivationRounds
+
+    sites = [Site.parse("1/res"), Site.parse("2/mlp")]
+    chunks = torch.randint(0, tiny.cfg.d_vocab, (6, 12), generator=torch.Generator().manual_seed(0))
+    exact, order = ActivationRounds(tiny, sites, chunks, round_tokens=40, lm_batch=3)[0]
+    harvested, same_order = ActivationRounds(
+        tiny, sites, chunks, round_tokens=40, lm_batch=3, autocast_dtype=torch.bfloat16
+    )[0]
+    assert harvested.dtype == torch.float32 and torch.equal(order, same_order)
+    assert not torch.equal(harvested, exact)  # the matmuls really ran in bfloat16
+    assert torch.allclose(harvested, exact, rtol=0.05, atol=0.05 * float(exact.abs().mean()))
+    with pytest.raises(ValueError, match="harvest_dtype"):
+        SAETrainingConfig(harvest_dtype="float16")

@@ -39,6 +39,8 @@ class ActivationRounds:
         round_tokens: activations per site in one round (the shuffle window and the memory bound).
         lm_batch: chunks per forward pass.
         skip_positions: leading positions of each chunk left out (1 drops the attention sink).
+        autocast_dtype: run the model's forward pass under ``torch.autocast`` in this dtype (None: as is);
+            the activations are stored in float32.
     """
 
     def __init__(
@@ -51,11 +53,13 @@ class ActivationRounds:
         lm_batch: int = 32,
         seed: int = 0,
         skip_positions: int = 1,
+        autocast_dtype: torch.dtype | None = None,
     ):
         if chunks.ndim != 2 or chunks.shape[1] <= skip_positions:
             raise ValueError(f"chunks must be [rows, context > {skip_positions}], got {tuple(chunks.shape)}")
         self.model, self.sites, self.chunks = model, list(sites), chunks
         self.lm_batch, self.seed, self.skip = lm_batch, seed, skip_positions
+        self.autocast_dtype = autocast_dtype
         self.tokens_per_chunk = chunks.shape[1] - skip_positions
         self.chunks_per_round = max(1, math.ceil(round_tokens / self.tokens_per_chunk))
         self._permutations: dict[int, Tensor] = {}
@@ -77,6 +81,10 @@ class ActivationRounds:
             rows[mask] = self._permutations[epoch][positions[mask] % n_rows]
         return rows
 
+    def _autocast(self, device: torch.device | str) -> torch.autocast:
+        dtype = self.autocast_dtype or torch.float32
+        return torch.autocast(torch.device(device).type, dtype=dtype, enabled=self.autocast_dtype is not None)
+
     @torch.no_grad()
     def __getitem__(self, round_index: int) -> tuple[Float[Tensor, "sites tokens d"], Int[Tensor, " tokens"]]:
         rows = self.chunk_rows(round_index)
@@ -86,7 +94,8 @@ class ActivationRounds:
         filled = 0
         for start in range(0, len(rows), self.lm_batch):
             tokens = self.chunks[rows[start : start + self.lm_batch]].to(device)
-            activations = cache_sites(self.model, tokens, self.sites)
+            with self._autocast(device):
+                activations = cache_sites(self.model, tokens, self.sites)
             n = tokens.shape[0] * self.tokens_per_chunk
             for i, site in enumerate(self.sites):
                 out[i, filled : filled + n] = activations[site][:, self.skip :].reshape(n, width)

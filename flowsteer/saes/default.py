@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LAYERS = range(8, 13)
 DEFAULT_KINDS = ("res", "mlp", "att")
-DEFAULT_CONFIG = SAETrainingConfig(tokens=150_000)
+DEFAULT_CONFIG = SAETrainingConfig(tokens=150_000, harvest_dtype="bfloat16")
 
 
 def bank_cache_path(model: HookedTransformer, sites: Sequence[Site], config: SAETrainingConfig) -> Path:

@@ -66,6 +66,9 @@ class SAETrainingConfig:
         round_tokens: activations per site held in memory and shuffled together; None: up to
             65,536 (never more than the run needs) within ``memory_gb`` for all sites.
         selection_dtype: dtype of the dense product that picks the top k (``bfloat16`` or ``float32``).
+        harvest_dtype: dtype of the model's matmuls while harvesting activations (``torch.autocast``):
+            ``bfloat16`` runs the forward pass about 3x faster on CPUs with native bf16 and on GPUs;
+            activations are stored and the SAEs trained in float32 either way.
     """
 
     architecture: str = "topk"
@@ -84,13 +87,15 @@ class SAETrainingConfig:
     round_tokens: int | None = None
     memory_gb: float = 2.0
     selection_dtype: str = "bfloat16"
+    harvest_dtype: str = "float32"
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}")
-        if self.selection_dtype not in _DTYPES:
-            raise ValueError(f"selection_dtype must be one of {', '.join(_DTYPES)}, got {self.selection_dtype!r}")
+        for name in ("selection_dtype", "harvest_dtype"):
+            if getattr(self, name) not in _DTYPES:
+                raise ValueError(f"{name} must be one of {', '.join(_DTYPES)}, got {getattr(self, name)!r}")
         if self.tokens < self.batch_size:
             raise ValueError(f"tokens ({self.tokens}) must be at least one batch ({self.batch_size})")
 
@@ -212,7 +217,7 @@ def train_saes(
 
     rounds = ActivationRounds(
         model, sites, chunks, round_tokens=config.round_size(len(sites), d_in), lm_batch=config.lm_batch,
-        seed=config.seed,
+        seed=config.seed, autocast_dtype=_DTYPES[config.harvest_dtype],
     )
     total = config.total_steps
     bar = tqdm(total=total * config.batch_size, initial=step * config.batch_size, unit="tok",
