@@ -49,7 +49,7 @@ from flowsteer.bypass import (
 )
 from flowsteer.bypass.compare import summary_line
 from flowsteer.evals import last_position_logits
-from flowsteer.linear import diff_in_means
+from flowsteer.linear import DirectionScores, diff_in_means
 from flowsteer.models import load_model
 from flowsteer.models.chat import chat_prompts
 from flowsteer.models.organisms import REFUSAL_ORGANISM, organism_dir, read_manifest
@@ -99,7 +99,7 @@ def sweep_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def save_direction(direction: LinearDirection, model_name: str, parts: Path) -> None:
+def save_direction(direction: LinearDirection, model_name: str, parts: Path, prompts) -> None:
     save_vector(
         parts / "direction.safetensors",
         direction.direction,
@@ -112,12 +112,28 @@ def save_direction(direction: LinearDirection, model_name: str, parts: Path) -> 
         {
             "model": model_name,
             "model_build": model_build(model_name),
+            "prompts": prompts.sizes(),
             "layer": direction.layer,
             "position": direction.position,
             "norm": float(direction.direction.norm()),
             "selection": direction.selection,
         },
     )
+
+
+def reused_scores(path: Path, model_name: str, layers: list[int], prompts) -> DirectionScores:
+    """The bypass/induce/KL grid saved in an earlier ``direction.json`` of the same build, layers and prompts."""
+    meta = json.loads(Path(path).read_text())
+    selection = meta["selection"]
+    if meta.get("model_build") != model_build(model_name) or selection.get("layers_scored") != layers:
+        raise ValueError(
+            f"{path} was scored on {meta.get('model_build')} over layers {selection.get('layers_scored')}, not on "
+            f"{model_build(model_name)} over {layers}; score again without --reuse-scores"
+        )
+    if meta.get("prompts", prompts.sizes()) != prompts.sizes():
+        raise ValueError(f"{path} was scored with prompts {meta['prompts']}, not {prompts.sizes()}")
+    print(f"reusing the selection scores of {path}", flush=True)
+    return DirectionScores.from_dict(selection["scores"])
 
 
 def load_direction(model, model_name: str, parts: Path) -> LinearDirection:
@@ -213,6 +229,9 @@ def main() -> None:
     parser.add_argument("--methods", default="baseline,actadd,directional_ablation,nonlinear")
     parser.add_argument("--selection-layers", default="10,12,14")
     parser.add_argument("--sweep-layers", default="6,9,12,15,18")
+    parser.add_argument(
+        "--reuse-scores", type=Path, help="direction part: reuse the selection scores of this earlier direction.json"
+    )
     parser.add_argument("--n-train", type=int, default=64, help="training prompts per label")
     parser.add_argument("--n-val", type=int, default=24, help="validation prompts per label")
     parser.add_argument("--n-test", type=int, default=40, help="held-out test prompts per label")
@@ -239,8 +258,10 @@ def main() -> None:
     machine = f"{platform.machine()}, torch threads {torch.get_num_threads()}"
     methods = [m for m in args.methods.split(",") if m]
     if args.part == "direction":
-        direction = linear_direction(model, prompts, ints(args.selection_layers))
-        save_direction(direction, args.model, parts)
+        layers = ints(args.selection_layers)
+        scores = reused_scores(args.reuse_scores, args.model, layers, prompts) if args.reuse_scores else None
+        direction = linear_direction(model, prompts, layers, scores=scores)
+        save_direction(direction, args.model, parts, prompts)
         print(
             f"direction: layer {direction.layer}, position {direction.position} ({time.perf_counter() - start:.0f} s)",
             flush=True,

@@ -17,6 +17,7 @@ from flowsteer.linear import (
     post_instruction_positions,
     score_directions,
     select_direction,
+    select_direction_relaxed,
 )
 
 KINDS = ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")
@@ -112,6 +113,20 @@ def test_selection_filters_on_constructed_scores():
     assert selection.to_dict()["kept"] == 5
     looser = select_direction(_scores(bypass, induce, kl), n_layers=5, kl_threshold=1.0)
     assert (looser.position, looser.layer) == (-2, 0)
+
+
+def test_relaxed_selection_loosens_only_the_kl_threshold():
+    bypass = [[-9.0, -8.0, -7.0], [-6.0, -5.0, -4.0]]
+    induce = [[1.0, -1.0, 1.0], [1.0, 1.0, 1.0]]
+    kl = [[3.0, 0.05, 0.4], [0.8, 0.3, 5.0]]
+    scores = _scores(bypass, induce, kl, layers=(0, 1, 2))
+    with pytest.raises(NoDirectionSelected):
+        select_direction(scores, n_layers=10)
+    chosen, threshold = select_direction_relaxed(scores, n_layers=10)
+    # (-2, 1) passes KL but fails induce, which is never relaxed; at KL <= 0.5 (-2, 2) and (-1, 1) survive.
+    assert threshold == 0.5 and (chosen.position, chosen.layer) == (-2, 2)
+    with pytest.raises(NoDirectionSelected, match="even at KL <= 0.2"):
+        select_direction_relaxed(scores, n_layers=10, kl_thresholds=(0.1, 0.2))
 
 
 def test_selection_raises_when_nothing_survives():

@@ -42,6 +42,7 @@ from flowsteer.invertible.targets import Shift
 from flowsteer.invertible.training import TrainConfig
 from flowsteer.linear import (
     DiffInMeans,
+    DirectionScores,
     NoDirectionSelected,
     ablation_patches,
     actadd_patches,
@@ -49,6 +50,7 @@ from flowsteer.linear import (
     post_instruction_positions,
     score_directions,
     select_direction,
+    select_direction_relaxed,
 )
 from flowsteer.patching import Patch
 from flowsteer.sites import Site
@@ -74,24 +76,50 @@ class LinearDirection:
 
 
 def linear_direction(
-    model: HookedTransformer, prompts: BypassPrompts, layers: Sequence[int], *, batch_size: int = 16
+    model: HookedTransformer,
+    prompts: BypassPrompts,
+    layers: Sequence[int],
+    *,
+    scores: DirectionScores | None = None,
+    batch_size: int = 16,
 ) -> LinearDirection:
     """Difference-in-means candidates at every post-instruction position of ``layers`` (from the training
-    prompts), scored and filtered by Arditi's procedure on the validation prompts; if every candidate is
-    filtered out, the one with the lowest bypass score is taken and the report says so."""
+    prompts), scored and filtered by Arditi's procedure on the validation prompts (``scores``: a grid scored
+    before, over the same positions and ``layers``, is reused). If every candidate is filtered out, the KL
+    threshold is relaxed step by step (`select_direction_relaxed`); if that fails too, the candidate with the
+    lowest bypass score is taken. The report says which rule chose."""
     means: DiffInMeans = diff_in_means(
         model, prompts.harmful_train, prompts.harmless_train, layers=list(layers), batch_size=batch_size
     )
-    scores = score_directions(model, means, prompts.harmful_val, prompts.harmless_val, batch_size=batch_size)
+    if scores is None:
+        scores = score_directions(model, means, prompts.harmful_val, prompts.harmless_val, batch_size=batch_size)
+    elif (tuple(scores.positions), tuple(scores.layers)) != (tuple(means.positions), tuple(means.layers)):
+        raise ValueError(
+            f"the given scores cover positions {scores.positions} x layers {scores.layers}, not "
+            f"{means.positions} x {means.layers}; score again (scores=None)"
+        )
     try:
         chosen = select_direction(scores, model.cfg.n_layers)
-        position, layer, report = chosen.position, chosen.layer, chosen.to_dict()
-        report.pop("kept_mask", None)
+        report = chosen.to_dict() | {"rule": "Arditi's filters"}
     except NoDirectionSelected as error:
-        bypass = torch.where(torch.isfinite(scores.bypass), scores.bypass, torch.full_like(scores.bypass, float("inf")))
-        i, j = divmod(int(bypass.argmin()), bypass.shape[1])
-        position, layer = scores.positions[i], scores.layers[j]
-        report = {"position": position, "layer": layer, "fallback": f"lowest bypass score; {error}"}
+        try:
+            chosen, threshold = select_direction_relaxed(scores, model.cfg.n_layers)
+            report = chosen.to_dict() | {"rule": f"KL threshold relaxed to {threshold}", "fallback": str(error)}
+        except NoDirectionSelected as relaxed_error:
+            bypass = torch.where(
+                torch.isfinite(scores.bypass), scores.bypass, torch.full_like(scores.bypass, float("inf"))
+            )
+            i, j = divmod(int(bypass.argmin()), bypass.shape[1])
+            chosen = None
+            report = {
+                "position": scores.positions[i],
+                "layer": scores.layers[j],
+                "rule": "lowest bypass score",
+                "fallback": str(relaxed_error),
+            }
+    if chosen is not None:
+        report.pop("kept_mask", None)
+    position, layer = report["position"], report["layer"]
     report["layers_scored"] = list(layers)
     report["scores"] = scores.to_dict()
     return LinearDirection(means.direction(position, layer), layer, position, report)

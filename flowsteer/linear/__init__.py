@@ -10,6 +10,7 @@ from flowsteer.linear.selection import (
     filter_by_refusal_score,
     score_directions,
     select_direction,
+    select_direction_relaxed,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "post_instruction_positions",
     "score_directions",
     "select_direction",
+    "select_direction_relaxed",
 ]

@@ -144,6 +144,24 @@ def select_direction(
     )
 
 
+def select_direction_relaxed(
+    scores: DirectionScores, n_layers: int, kl_thresholds: Sequence[float] = (0.1, 0.2, 0.5, 1.0, 2.0)
+) -> tuple[Selection, float]:
+    """`select_direction` with the KL threshold relaxed step by step (the induce and layer filters kept) until a
+    candidate survives; returns it and the threshold used. Raises `NoDirectionSelected` if none does.
+
+    The fallback for models where no direction both induces refusal and leaves harmless outputs alone: the
+    first relaxation that admits a candidate keeps Arditi's criteria and stays as close to them as possible.
+    """
+    error = None
+    for threshold in kl_thresholds:
+        try:
+            return select_direction(scores, n_layers, kl_threshold=threshold), threshold
+        except NoDirectionSelected as failure:
+            error = failure
+    raise NoDirectionSelected(f"even at KL <= {kl_thresholds[-1]}: {error}")
+
+
 def filter_by_refusal_score(
     model: HookedTransformer,
     harmful: Sequence[str],
