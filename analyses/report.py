@@ -176,11 +176,17 @@ def selection(results: Results) -> Finding:
     if data is None:
         return missing("refusal_compare.py")
     chosen = data["direction"]
-    fallback = (chosen.get("selection") or {}).get("fallback")
-    return Finding(f"layer {chosen['layer']}, position {chosen['position']}" + (f" ({fallback})" if fallback else ""),
-                   "no" if fallback else "yes",
-                   "same filters (KL ≤ 0.1, induce > 0, layers < 0.8·n_layers), candidates at the comparison's "
-                   "selection layers only; `refusal_compare.json`")
+    report = chosen.get("selection") or {}
+    rule = report.get("rule", "fallback: lowest bypass score" if report.get("fallback") else "Arditi's filters")
+    scored = report.get("layers_scored") or []
+    discarded = report.get("discarded_by") or {}
+    counts = ", ".join(f"{name} {n}" for name, n in discarded.items() if n)
+    return Finding(f"layer {chosen['layer']}, position {chosen['position']}, chosen by {rule}",
+                   "yes" if rule == "Arditi's filters" else "no",
+                   f"filters KL ≤ 0.1, induce ≥ 0, layers < 0.8·n_layers over every post-instruction position of "
+                   f"layers {min(scored, default='?')}-{max(scored, default='?')}"
+                   + ("; no candidate passes the strict thresholds" if report.get("fallback") else "")
+                   + (f"; discarded at the chosen thresholds: {counts}" if counts else "") + "; `refusal_compare.json`")
 
 
 def nonlinear_vs_linear(results: Results) -> Finding:

@@ -29,7 +29,8 @@ def run(context: DemoContext, model_name: str = REFUSAL_ORGANISM, layer: int = 1
     still_refused = {name: r["harmful"]["log_odds_refusal_rate"] for name, r in results.items()}
     context.write(
         f"On `{model_name}`, layer {comparison['layer']} (difference-in-means direction at post-instruction "
-        f"position {comparison['direction']['position']}, Arditi's selection among that layer's positions): "
+        f"position {comparison['direction']['position']}, Arditi's selection among that layer's positions, chosen "
+        f"by {comparison['direction']['selection'].get('rule', 'the filters')}): "
         "ActAdd subtracts the direction at every token; the i-ResNet map (ActNorm -> rotation -> i-ResNet blocks) "
         "is trained by interchange to lower the refusal log-odds and replaces one latent coordinate at the "
         f"post-instruction tokens. {comparison['prompts']['harmful_test']} held-out harmful and harmless prompts "
