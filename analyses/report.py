@@ -203,9 +203,11 @@ def nonlinear_vs_linear(results: Results) -> Finding:
     fractions = {k: data["results"][k].get("magnitude", {}).get("fraction_changed") for k in (best_linear,
                                                                                           best_nonlinear)}
     comparable = rates[best_nonlinear] >= rates[best_linear] - 0.1
+    fewer = None not in fractions.values() and fractions[best_nonlinear] < 0.5 * fractions[best_linear]
     return Finding(f"bypass {best_nonlinear} {rates[best_nonlinear]:.2f} vs {best_linear} {rates[best_linear]:.2f}; "
                    f"locations changed {num(fractions[best_nonlinear], 3)} vs {num(fractions[best_linear], 3)}",
-                   "yes" if comparable else "no", "judge on held-out harmful prompts; `refusal_compare.json`")
+                   ("yes" if fewer else "partly: not fewer locations") if comparable else "no",
+                   "judge on held-out harmful prompts; `refusal_compare.json`")
 
 
 def magnitude_ratio(results: Results) -> Finding:
