@@ -22,12 +22,12 @@ def run(context: DemoContext) -> None:
         "each feature's own units (its mean non-zero activation on the corpus); the SAE error term is kept, since a "
         "patch adds only the change the edit makes.",
         "",
-        f"**The seed feature {flow.seed} alone**, added with strength 8 at every token:",
+        f"**The seed feature {flow.seed} alone**, added with strength 4 at every token:",
         "",
         seed_alone.markdown(),
         "",
-        f"**Along its flow graph**: every feature of the graph up to layer {flow.span[1]} (cumulative), strength 2 "
-        "with the exponential schedule s·e^(−0.05·l):",
+        f"**Along its flow graph**: every feature of the graph up to layer {flow.span[1]} (cumulative), strength 0.5 "
+        "each (constant schedule):",
         "",
         along_graph.markdown(),
     )

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from flowsteer.demo.report import DemoContext
-from flowsteer.saes import SAETrainingConfig, bank_cache_path, default_bank, evaluate_bank, metrics_markdown
+from flowsteer.saes import bank_cache_path, default_bank, evaluate_bank, metrics_markdown
+from flowsteer.saes.default import DEFAULT_CONFIG
 from flowsteer.sites import Site
 
 
 def run(context: DemoContext) -> None:
     settings, model = context.settings, context.model
     context.section("SAEs for a band of layers")
-    config = SAETrainingConfig(d_sae=settings.sae_width, k=settings.sae_k, tokens=settings.bank_tokens)
+    config = replace(DEFAULT_CONFIG, d_sae=settings.sae_width, k=settings.sae_k, tokens=settings.bank_tokens)
     sites = sorted(Site.parse(f"{layer}/{kind}") for layer in settings.bank_layers for kind in settings.bank_kinds)
     cached = (bank_cache_path(model, sites, config) / "bank.json").is_file()
     context.say(f"{len(sites)} TopK SAEs (width {config.d_sae}, k {config.k}) at layers "

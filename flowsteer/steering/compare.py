@@ -21,7 +21,7 @@ from flowsteer.flow.graph import FlowGraph
 from flowsteer.patching import generate_with_patches
 from flowsteer.sites import FeatureId, Site
 from flowsteer.steering.multilayer import Strategy, graph_steerer
-from flowsteer.steering.schedules import Exponential, Schedule
+from flowsteer.steering.schedules import Constant, Schedule
 from flowsteer.steering.steerer import FeatureSteerer
 from flowsteer.steering.units import Units, typical_activations
 
@@ -75,9 +75,11 @@ def compare_steering(
 ) -> SteeringComparison:
     """Generate ``n`` samples of ``prompt`` (raw text) unsteered and steered by ``target``.
 
-    A feature is added with ``strength`` units (default 8); a graph's features are steered with
-    `graph_steerer` (default: cumulative up to the span's end, exponential schedule α = -0.05,
-    strength 2). Returns a `SteeringComparison` (a table in notebooks, ``markdown()`` for reports).
+    A feature is added with ``strength`` units (default 4); a graph's features are steered with
+    `graph_steerer` (default: cumulative up to the span's end, constant schedule, strength 0.5). The
+    defaults are the best single-feature and constant-schedule settings of the theme-activation
+    experiment (docs/steering.md); twice as much turned the demo's text into run-together tokens.
+    Returns a `SteeringComparison` (a table in notebooks, ``markdown()`` for reports).
     """
     if isinstance(target, FlowGraph):
         layer = target.span[1] if layer is None else layer
@@ -89,15 +91,15 @@ def compare_steering(
             target,
             saes,
             layer,
-            2.0 if strength is None else strength,
+            0.5 if strength is None else strength,
             strategy=strategy,
-            schedule=schedule or Exponential(-0.05),
+            schedule=schedule or Constant(),
             units=units,
         )
     else:
         feature = FeatureId.parse(target) if isinstance(target, str) else target
         units = units if units is not None else _units_for(model, saes, {feature.site})
-        steerer = FeatureSteerer(saes, [feature], "add", 8.0 if strength is None else strength, units=units)
+        steerer = FeatureSteerer(saes, [feature], "add", 4.0 if strength is None else strength, units=units)
     options = dict(max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_p=top_p, seed=seed)
     prompts = [prompt] * n
     before = generate_with_patches(model, prompts, **options).texts
