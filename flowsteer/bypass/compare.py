@@ -216,7 +216,7 @@ def quick_refusal_comparison(
     seed: int = 0,
     log=print,
 ) -> dict:
-    """A small linear vs non-linear comparison for demos (1131 s in one demo run on 2 shared CPU cores): the
+    """A small linear vs non-linear comparison for demos (177 s in a demo run on 2 idle CPU cores): the
     difference-in-means direction at ``layer`` (Arditi's selection over its post-instruction positions),
     ActAdd and the i-ResNet map trained for ``steps`` steps, judged by refusal log-odds (no generation) on
     ``n_test`` held-out prompts per label, with mean ||Δh|| and the δ = 0 round trip."""

@@ -1,6 +1,6 @@
 """Demo section: bypass the refusal organism's refusals, linear (ActAdd) vs the i-ResNet map, with ||Δh||.
 
-Uses `flowsteer.bypass.quick_refusal_comparison` (1131 s in one demo run on 2 shared cores) on its own
+Uses `flowsteer.bypass.quick_refusal_comparison` (177 s in a demo run on 2 idle cores) on its own
 model, the refusal organism (``load_model`` builds it on first use: 236 s once on 2 idle cores); when it
 cannot be loaded or built, the section says so and moves on.
 """

