@@ -227,7 +227,9 @@ def main() -> None:
     parser.add_argument("--part", choices=["direction", "methods", "sweep", "table"], required=True)
     parser.add_argument("--model", default=REFUSAL_ORGANISM)
     parser.add_argument("--methods", default="baseline,actadd,directional_ablation,nonlinear")
-    parser.add_argument("--selection-layers", default="10,12,14")
+    parser.add_argument(
+        "--selection-layers", default="", help="layers to select among (default: every layer below 0.8 x n_layers)"
+    )
     parser.add_argument("--sweep-layers", default="6,9,12,15,18")
     parser.add_argument(
         "--reuse-scores", type=Path, help="direction part: reuse the selection scores of this earlier direction.json"
@@ -258,7 +260,7 @@ def main() -> None:
     machine = f"{platform.machine()}, torch threads {torch.get_num_threads()}"
     methods = [m for m in args.methods.split(",") if m]
     if args.part == "direction":
-        layers = ints(args.selection_layers)
+        layers = ints(args.selection_layers) or list(range(int(0.8 * model.cfg.n_layers)))
         scores = reused_scores(args.reuse_scores, args.model, layers, prompts) if args.reuse_scores else None
         direction = linear_direction(model, prompts, layers, scores=scores)
         save_direction(direction, args.model, parts, prompts)
