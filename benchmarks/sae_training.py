@@ -107,7 +107,7 @@ def main() -> None:
 
     model = load_model(device="cpu")
     sites = [Site.parse(f"{layer}/{kind}") for layer in args.layers.split(",") for kind in args.kinds.split(",")]
-    config = SAETrainingConfig(tokens=parse_count(args.tokens))
+    config = SAETrainingConfig(tokens=parse_count(args.tokens), passes=1)  # sae-lens sees each activation once
     chunks = token_chunks(model.tokenizer, "train", config.context)
     dataset = datasets.Dataset.from_dict({"tokens": chunks.tolist()})
     eval_chunks = token_chunks(model.tokenizer, "eval", config.context)[:128]

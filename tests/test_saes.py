@@ -211,3 +211,51 @@ def test_bfloat16_harvest_runs_the_forward_pass_under_autocast(tiny):
     assert torch.allclose(harvested, exact, rtol=0.05, atol=0.05 * float(exact.abs().mean()))
     with pytest.raises(ValueError, match="harvest_dtype"):
         SAETrainingConfig(harvest_dtype="float16")
+
+
+def test_sink_tokens_are_flagged_at_any_detector_site():
+    from flowsteer.saes.activations import sink_detector_sites, sink_tokens
+
+    norms = torch.ones(2, 100)
+    norms[0, 7] = 21.0  # an attention sink at the first site only
+    norms[1, 42] = 19.0  # below 20x the median
+    assert sink_tokens(norms, 20.0).nonzero().flatten().tolist() == [7]
+    assert sink_tokens(norms, 10.0).nonzero().flatten().tolist() == [7, 42]
+    sites = [Site.parse(s) for s in ("3/mlp", "1/res", "2/att")]
+    assert sink_detector_sites(sites) == [Site(1), Site(3)]  # residual sites of the set + after the deepest block
+
+
+def test_rounds_leave_sink_tokens_out_of_the_order(tiny, chunks):
+    from flowsteer.saes.activations import ActivationRounds, sink_tokens
+
+    sites = [Site.parse("2/mlp"), Site.parse("2/res")]
+    everything, full_order = ActivationRounds(tiny, sites, chunks, round_tokens=400, max_norm_ratio=None)[0]
+    assert sorted(full_order.tolist()) == list(range(everything.shape[1]))
+    ratio = 1.1  # low enough that the tiny model has "sinks"
+    activations, order = ActivationRounds(tiny, sites, chunks, round_tokens=400, max_norm_ratio=ratio)[0]
+    flagged = sink_tokens(activations[1:].norm(dim=-1), ratio)  # the residual site decides, not the MLP output
+    assert 0 < int(flagged.sum()) < activations.shape[1]
+    assert torch.equal(order, full_order[~flagged[full_order]])  # the same shuffle, sinks dropped
+    _, mlp_only = ActivationRounds(tiny, sites[:1], chunks, round_tokens=400, max_norm_ratio=ratio)[0]
+    assert torch.equal(mlp_only, order)  # without a residual site, the residual after block 2 decides
+
+
+def test_evaluation_leaves_out_the_sinks_training_leaves_out(tiny, chunks):
+    bank = SAEBank({"2/res": _identity_sae(tiny.cfg.d_model)})
+    every = evaluate_bank(tiny, bank, chunks[:8], eval_tokens=184, ce_tokens=23, max_norm_ratio=None)["2/res"]
+    without = evaluate_bank(tiny, bank, chunks[:8], eval_tokens=184, ce_tokens=23, max_norm_ratio=1.1)["2/res"]
+    assert every["excluded_tokens"] == 0 and every["tokens"] == 184
+    assert without["excluded_tokens"] > 0 and without["tokens"] + without["excluded_tokens"] == 184
+
+
+def test_passes_reuse_each_round_with_a_fresh_shuffle(tiny, chunks, bank):
+    config = SAETrainingConfig(**{**CONFIG.__dict__, "passes": 2})
+    assert config.total_steps == 2 * CONFIG.total_steps
+    twice = train_saes(tiny, SITES[:1], config, chunks=chunks, progress=False)
+    training = twice.info["training"]
+    assert training["steps"] == config.total_steps
+    assert training["rounds"] == bank.info["training"]["rounds"]  # no more forward passes than one pass
+    assert all(entry["excluded_tokens"] == 0 for entry in training["history"])
+    assert not torch.equal(twice["1/res"].W_dec, bank["1/res"].W_dec)
+    with pytest.raises(ValueError, match="passes"):
+        SAETrainingConfig(passes=0)

@@ -61,7 +61,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--width", type=int, default=2304, help="latents per SAE (d_sae)")
     parser.add_argument("--k", type=int, default=32, help="active latents per token (TopK; JumpReLU target L0)")
     parser.add_argument("--architecture", default="topk", choices=["topk", "jumprelu", "standard"])
-    parser.add_argument("--tokens", default="300k", help="training activations per site, e.g. 300k or 2M")
+    parser.add_argument("--tokens", default="300k", help="tokens harvested per site, e.g. 300k or 2M")
+    parser.add_argument("--passes", type=int, default=None,
+                        help="SAE passes over each round of harvested activations (default: the config's)")
     parser.add_argument("--batch", type=int, default=1024, help="activations per optimizer step")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the config's)")
     parser.add_argument("--seed", type=int, default=0)
@@ -87,10 +89,12 @@ def run(args: argparse.Namespace) -> int:
                  for kind in kinds]
     options = dict(architecture=args.architecture, d_sae=args.width, k=args.k, tokens=parse_count(args.tokens),
                    batch_size=args.batch, seed=args.seed)
-    if args.lr is not None:
-        options["lr"] = args.lr
+    for name in ("lr", "passes"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
     config = SAETrainingConfig(**options)
-    print(f"training {len(sites)} SAEs ({config.architecture}, width {config.d_sae}) on {config.tokens:,} tokens")
+    print(f"training {len(sites)} SAEs ({config.architecture}, width {config.d_sae}) on {config.tokens:,} tokens"
+          f" x {config.passes} passes")
     start = time.perf_counter()
     bank = train_saes(model, sites, config, out=args.out, resume=args.resume)
     print(f"trained in {time.perf_counter() - start:.0f} s; bank: {args.out}")

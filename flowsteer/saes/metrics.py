@@ -1,7 +1,9 @@
 """How good an SAE is: explained variance, MSE, L0, dead latents, cross-entropy loss recovered.
 
 Reconstruction metrics use activations at positions 1.. of held-out chunks (position 0, the attention
-sink, is never trained on). Definitions, over N tokens with activations x and reconstructions x̂:
+sink, is never trained on), without the later attention sinks training leaves out
+(`flowsteer.saes.activations.sink_tokens`; their number is reported as ``excluded_tokens``).
+Definitions, over N tokens with activations x and reconstructions x̂:
 
 * ``mse``: mean over tokens of ||x - x̂||² (summed over dimensions, the training loss);
 * ``explained_variance``: 1 - sum ||x - x̂||² / sum ||x - mean(x)||²;
@@ -25,6 +27,7 @@ from transformer_lens import HookedTransformer
 
 from flowsteer.display import markdown_table
 from flowsteer.patching import Patch, Scale, cache_sites, run_with_patches
+from flowsteer.saes.activations import sink_detector_sites, sink_tokens
 from flowsteer.saes.bank import SAEBank
 from flowsteer.saes.splice import SAEReconstruction
 from flowsteer.sites import Site
@@ -110,11 +113,13 @@ def evaluate_bank(
     ce_tokens: int = 4_096,
     batch_size: int = 32,
     skip_positions: int = 1,
+    max_norm_ratio: float | None = 20.0,
 ) -> BankMetrics:
     """Every metric for every SAE of ``bank`` on held-out chunks (default: the corpus's eval split).
 
     Reconstruction metrics use the first ``eval_tokens`` activations per site (one forward pass for
-    all sites); CE metrics use the first ``ce_tokens`` tokens (two patched forward passes per site).
+    all sites) less the attention sinks of ``max_norm_ratio`` (as in training; None keeps them); CE metrics
+    use the first ``ce_tokens`` tokens (two patched forward passes per site).
     """
     bank.validate(model)
     if chunks is None:
@@ -124,13 +129,23 @@ def evaluate_bank(
         chunks = token_chunks(model.tokenizer, "eval", context)
     per_chunk = chunks.shape[1] - skip_positions
     n_chunks = min(len(chunks), -(-eval_tokens // per_chunk))
+    detectors = sink_detector_sites(bank.sites) if max_norm_ratio is not None else []
     collected: dict[Site, list[Tensor]] = {site: [] for site in bank}
+    norms: list[Tensor] = []
     for start in range(0, n_chunks, batch_size):
         tokens = chunks[start : min(start + batch_size, n_chunks)].to(model.cfg.device)
-        acts = cache_sites(model, tokens, bank.sites)
+        acts = cache_sites(model, tokens, {*bank.sites, *detectors})
         for site in bank:
             collected[site].append(acts[site][:, skip_positions:].reshape(-1, acts[site].shape[-1]))
-    results = {str(site): reconstruction_metrics(bank[site], torch.cat(collected.pop(site))) for site in bank}
+        if detectors:
+            norms.append(torch.stack([acts[site][:, skip_positions:].float().norm(dim=-1).flatten()
+                                      for site in detectors]))
+    sinks = sink_tokens(torch.cat(norms, 1), max_norm_ratio) if detectors else None
+    results = {}
+    for site in bank:
+        activations = torch.cat(collected.pop(site))
+        results[str(site)] = reconstruction_metrics(bank[site], activations if sinks is None else activations[~sinks])
+        results[str(site)]["excluded_tokens"] = 0 if sinks is None else int(sinks.sum())
     n_ce = min(len(chunks), max(1, -(-ce_tokens // per_chunk)))
     for site, ce in ce_losses(model, bank, chunks[:n_ce], batch_size=batch_size // 2 or 1,
                               skip_positions=skip_positions).items():

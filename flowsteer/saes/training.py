@@ -7,8 +7,10 @@ use the sparse implementation (`SparseTopK`); other architectures use sae-lens's
 
 Inputs are scaled per site so that ``E||x||^2 = d_in`` (sae-lens's ``expected_average_only_in``,
 estimated on the first round); the scale is folded into the exported weights, so the bank works
-on raw activations. Learning rate: linear warm-up, constant, then linear decay to 0 over the last
-``decay_fraction`` of steps.
+on raw activations. Each round's activations can be trained on for several ``passes`` (reshuffled each
+time): the forward passes cost far more than the sparse SAE steps, so reusing what they produce is
+the cheap way to more steps. Learning rate: linear warm-up, constant, then linear decay to 0 over the
+last ``decay_fraction`` of steps.
 """
 
 from __future__ import annotations
@@ -58,7 +60,9 @@ class SAETrainingConfig:
     Attributes:
         architecture: ``topk`` (sparse TopK + AuxK), ``jumprelu`` or ``standard`` (ReLU + L1).
         d_sae, k: latents per SAE; active latents per token (TopK; JumpReLU's target L0).
-        tokens: training activations per site.
+        tokens: activations harvested per site (distinct tokens; each is trained on ``passes`` times).
+        passes: passes over each round's activations, reshuffled each pass; SAE steps =
+            ``tokens * passes / batch_size``.
         batch_size: activations per optimizer step.
         dead_window: a latent that has not fired for this many tokens is dead (AuxK trains it).
         sparsity_coefficient: JumpReLU's L0 / standard's L1 coefficient.
@@ -69,12 +73,16 @@ class SAETrainingConfig:
         harvest_dtype: dtype of the model's matmuls while harvesting activations (``torch.autocast``):
             ``bfloat16`` runs the forward pass about 3x faster on CPUs with native bf16 and on GPUs;
             activations are stored and the SAEs trained in float32 either way.
+        max_norm_ratio: tokens whose residual-stream norm exceeds this multiple of the layer's median
+            (attention sinks after position 0; `flowsteer.saes.activations.sink_tokens`) are not trained
+            on; None trains on every token.
     """
 
     architecture: str = "topk"
     d_sae: int = 2304
     k: int = 32
     tokens: int = 300_000
+    passes: int = 1
     batch_size: int = 1024
     lr: float = 2e-3
     warmup_steps: int = 10
@@ -88,6 +96,7 @@ class SAETrainingConfig:
     memory_gb: float = 2.0
     selection_dtype: str = "bfloat16"
     harvest_dtype: str = "float32"
+    max_norm_ratio: float | None = 20.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -96,12 +105,14 @@ class SAETrainingConfig:
         for name in ("selection_dtype", "harvest_dtype"):
             if getattr(self, name) not in _DTYPES:
                 raise ValueError(f"{name} must be one of {', '.join(_DTYPES)}, got {getattr(self, name)!r}")
+        if self.passes < 1:
+            raise ValueError(f"passes must be at least 1, got {self.passes}")
         if self.tokens < self.batch_size:
             raise ValueError(f"tokens ({self.tokens}) must be at least one batch ({self.batch_size})")
 
     @property
     def total_steps(self) -> int:
-        return self.tokens // self.batch_size
+        return self.tokens * self.passes // self.batch_size
 
     def learning_rate(self, step: int) -> float:
         """Warm-up, constant, linear decay to 0 over the last ``decay_fraction`` of steps."""
@@ -117,7 +128,7 @@ class SAETrainingConfig:
         if self.round_tokens is not None:
             return max(self.round_tokens, self.batch_size)
         fits = int(self.memory_gb * 2**30 / (4 * n_sites * d_in))
-        size = min(fits, 65_536, self.total_steps * self.batch_size)
+        size = min(fits, 65_536, self.tokens)
         return max(self.batch_size, size // self.batch_size * self.batch_size)
 
 
@@ -217,30 +228,29 @@ def train_saes(
 
     rounds = ActivationRounds(
         model, sites, chunks, round_tokens=config.round_size(len(sites), d_in), lm_batch=config.lm_batch,
-        seed=config.seed, autocast_dtype=_DTYPES[config.harvest_dtype],
+        seed=config.seed, autocast_dtype=_DTYPES[config.harvest_dtype], max_norm_ratio=config.max_norm_ratio,
     )
     total = config.total_steps
-    bar = tqdm(total=total * config.batch_size, initial=step * config.batch_size, unit="tok",
+    bar = tqdm(total=total * config.batch_size, initial=step * config.batch_size, unit="act",
                desc=f"train {len(sites)} SAEs", disable=not progress)
     last_save = time.monotonic()
     with bar:
         while step < total:
             started = time.perf_counter()
             activations, order = rounds[round_index]
+            excluded = activations.shape[1] - order.numel()
             timing["activations_s"] += time.perf_counter() - started
             started = time.perf_counter()
             if scales is None:
-                scales = _estimate_scales(activations)
+                scales = _estimate_scales(activations, order)
                 for i, trainable in enumerate(trainables.values()):
                     trainable.init_from_data(activations[i, order[: 64 * config.batch_size]] * scales[i])
             activations *= scales[:, None, None]
             mse_sum = torch.zeros(len(sites), device=torch_device)
             var_sum = torch.zeros(len(sites), device=torch_device)
-            steps_here = 0
-            for start in range(0, order.numel() - config.batch_size + 1, config.batch_size):
+            for rows in _batches(rounds, order, round_index, config):
                 if step >= total:
                     break
-                rows = order[start : start + config.batch_size]
                 for group in optimizer.param_groups:
                     group["lr"] = config.learning_rate(step)
                 for i, trainable in enumerate(trainables.values()):
@@ -258,13 +268,13 @@ def train_saes(
                 for trainable in trainables.values():
                     trainable.after_step()
                 step += 1
-                steps_here += 1
                 bar.update(config.batch_size)
             del activations
             round_index += 1
             timing["sae_s"] += time.perf_counter() - started
             explained = (1 - mse_sum / var_sum.clamp_min(1e-12)).tolist()
-            history.append({"round": round_index, "step": step, "explained_variance": dict(
+            history.append({"round": round_index, "step": step, "excluded_tokens": excluded,
+                            "explained_variance": dict(
                 zip([str(s) for s in sites], [round(e, 4) for e in explained], strict=True))})
             bar.set_postfix(ev=f"{sum(explained) / len(explained):.3f}")
             due = time.monotonic() - last_save >= checkpoint_minutes * 60
@@ -297,10 +307,18 @@ def train_saes(
     return bank
 
 
-def _estimate_scales(activations: torch.Tensor) -> torch.Tensor:
-    """Per site, the factor that makes the mean squared norm equal d_in (sae-lens's estimate form)."""
+def _batches(rounds: ActivationRounds, order: torch.Tensor, round_index: int, config: SAETrainingConfig):
+    """The row indices of each batch of a round: ``config.passes`` reshuffled passes over ``order``."""
+    for pass_index in range(config.passes):
+        shuffled = rounds.reshuffled(order, round_index, pass_index)
+        for start in range(0, shuffled.numel() - config.batch_size + 1, config.batch_size):
+            yield shuffled[start : start + config.batch_size]
+
+
+def _estimate_scales(activations: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Per site, ``sqrt(d_in) / mean norm`` over the tokens trained on (sae-lens's estimate form)."""
     d_in = activations.shape[-1]
-    return math.sqrt(d_in) / activations.norm(dim=-1).mean(dim=1)
+    return math.sqrt(d_in) / activations.norm(dim=-1)[:, order].mean(dim=1)
 
 
 def _save(path, trainables, optimizer, since_fired, scales, step, round_index, history, timing, config, sites):

@@ -1,0 +1,49 @@
+"""How far width 2304, k = 32 gets at 12/res: explained variance against distinct tokens (300k, 1.2M), passes over
+them (1-8) and the attention-sink filter, for one TopK SAE on activations harvested once (bfloat16 forward pass)
+and scored on 16,256 held-out activations (none of them a sink).
+
+    flock /tmp/flowsteer-cpu.lock python analyses/sae_data_scaling.py > analyses/results/sae_data_scaling.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from sae_single_site import epoch_batches, fit_topk, harvest, score, window_batches
+
+from flowsteer import load_model
+from flowsteer.saes.activations import sink_tokens
+from flowsteer.saes.training import SAETrainingConfig
+from flowsteer.sites import Site
+
+RUNS = [  # (distinct tokens, passes, drop sinks, window of train_saes's round or None for full epochs)
+    (300_000, 1, False, None), (300_000, 4, False, None), (300_000, 1, True, None), (300_000, 2, True, None),
+    (300_000, 4, True, None), (300_000, 8, True, None), (300_000, 4, True, 65_536),
+    (1_200_000, 1, True, None), (1_200_000, 2, True, None), (1_200_000, 4, True, None),
+]
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    model = load_model(device="cpu")
+    site = Site(12)
+    everything, order, held = harvest(model, site, 1_200_000, max_norm_ratio=None, autocast_dtype=torch.bfloat16)
+    everything = everything[order]
+    sinks = sink_tokens(everything.norm(dim=-1)[None], 20.0)  # the default max_norm_ratio
+    for tokens, passes, drop, window in RUNS:
+        x = everything[:tokens]
+        excluded = int(sinks[:tokens].sum()) if drop else 0
+        if drop:
+            x = x[~sinks[:tokens]]
+        config = SAETrainingConfig(tokens=len(x), passes=passes)
+        batches = (epoch_batches(len(x), config.batch_size, passes) if window is None
+                   else window_batches(len(x), config.batch_size, passes, window))
+        sae, seconds = fit_topk(x, batches, config, model.cfg.d_model, site.hook_name)
+        row = {"tokens": tokens, "passes": passes, "sinks_dropped": excluded, "window": window,
+               "steps": config.total_steps, "s": round(seconds, 1), **score(sae, held)}
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
