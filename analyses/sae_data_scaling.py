@@ -40,8 +40,9 @@ def main() -> None:
         batches = (epoch_batches(len(x), config.batch_size, passes) if window is None
                    else window_batches(len(x), config.batch_size, passes, window))
         sae, seconds = fit_topk(x, batches, config, model.cfg.d_model, site.hook_name)
-        row = {"tokens": tokens, "passes": passes, "sinks_dropped": excluded, "window": window,
-               "steps": config.total_steps, "s": round(seconds, 1), **score(sae, held)}
+        metrics = score(sae, held)
+        row = {"distinct_tokens": tokens, "passes": passes, "sinks_dropped": excluded, "window": window,
+               "steps": config.total_steps, "s": round(seconds, 1), "held_out_tokens": metrics.pop("tokens"), **metrics}
         print(json.dumps(row), flush=True)
 
 

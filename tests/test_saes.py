@@ -24,7 +24,8 @@ from flowsteer.saes.training import _checkpoint_path
 from flowsteer.sites import Site
 
 SITES = ["1/res", "2/mlp", "3/att"]
-CONFIG = SAETrainingConfig(d_sae=96, k=6, tokens=8192, batch_size=256, round_tokens=2048, lm_batch=16, lr=3e-3)
+CONFIG = SAETrainingConfig(d_sae=96, k=6, tokens=8192, passes=1, batch_size=256, round_tokens=2048, lm_batch=16,
+                          lr=3e-3)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ class DemoSettings:
 
     Attributes:
         bank_layers, bank_kinds: the band of SAEs trained (or reused from the cache).
-        bank_tokens: training activations per SAE.
+        bank_tokens: distinct tokens harvested per SAE (each trained on `DEFAULT_CONFIG.passes` times).
         sae_width, sae_k: TopK SAE latents and active latents.
         chunks: token chunks to train on (default: the corpus); tests pass random tokens.
         eval_tokens: held-out activations per site for the bank's metrics.
@@ -32,7 +32,7 @@ class DemoSettings:
 
     bank_layers: tuple[int, ...] = (8, 9, 10, 11, 12)
     bank_kinds: tuple[str, ...] = ("res", "mlp", "att")
-    bank_tokens: int = 150_000
+    bank_tokens: int = 100_000
     sae_width: int = 2304
     sae_k: int = 32
     chunks: Any = None

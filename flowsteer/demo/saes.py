@@ -19,7 +19,8 @@ def run(context: DemoContext) -> None:
     cached = (bank_cache_path(model, sites, config) / "bank.json").is_file()
     context.say(f"{len(sites)} TopK SAEs (width {config.d_sae}, k {config.k}) at layers "
                 f"{settings.bank_layers[0]}-{settings.bank_layers[-1]}: "
-                + ("reusing the cached bank" if cached else f"training on {config.tokens:,} tokens per site (once)"))
+                + ("reusing the cached bank" if cached
+                   else f"training on {config.tokens:,} tokens per site, {config.passes} passes (once)"))
     start = time.perf_counter()
     if settings.chunks is None:
         bank = default_bank(model, settings.bank_layers, settings.bank_kinds, config=config)
@@ -31,8 +32,8 @@ def run(context: DemoContext) -> None:
         metrics = evaluate_bank(model, bank, settings.chunks, eval_tokens=settings.eval_tokens, ce_tokens=256)
     context.bank = bank
     context.write(
-        f"{len(bank)} TopK SAEs (width {config.d_sae}, k = {config.k}, {config.tokens:,} training tokens per site, "
-        "all trained from one forward pass per batch) "
+        f"{len(bank)} TopK SAEs (width {config.d_sae}, k = {config.k}, {config.tokens:,} training tokens per site "
+        f"seen {config.passes} times, all trained from one forward pass per batch) "
         + ("reused from the user cache" if cached else f"trained in {time.perf_counter() - start:.0f} s")
         + (f" ({bank.info['path']})." if "path" in bank.info else "."),
         "Held-out quality (explained variance; CE loss recovered with the SAE spliced in through the patching "

@@ -82,7 +82,7 @@ class SAETrainingConfig:
     d_sae: int = 2304
     k: int = 32
     tokens: int = 300_000
-    passes: int = 1
+    passes: int = 4
     batch_size: int = 1024
     lr: float = 2e-3
     warmup_steps: int = 10
