@@ -15,7 +15,7 @@ from flowsteer.paths import atomic_file
 
 @dataclass
 class DemoSettings:
-    """Sizes of the demo's work. The defaults fit the 15-minute budget on 2 CPU cores (a fresh `make demo`: 711 s,
+    """Sizes of the demo's work. The defaults fit the 15-minute budget on 2 CPU cores (a fresh `make demo`: 819 s,
     install included); `quick` is for tests on the tiny model.
 
     Attributes:
