@@ -110,15 +110,13 @@ def linear_direction(
                 torch.isfinite(scores.bypass), scores.bypass, torch.full_like(scores.bypass, float("inf"))
             )
             i, j = divmod(int(bypass.argmin()), bypass.shape[1])
-            chosen = None
             report = {
                 "position": scores.positions[i],
                 "layer": scores.layers[j],
                 "rule": "lowest bypass score",
                 "fallback": str(relaxed_error),
             }
-    if chosen is not None:
-        report.pop("kept_mask", None)
+    report.pop("kept_mask", None)
     position, layer = report["position"], report["layer"]
     report["layers_scored"] = list(layers)
     report["scores"] = scores.to_dict()

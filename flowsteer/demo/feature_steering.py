@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flowsteer.demo.report import DemoContext
 from flowsteer.steering import compare_steering
+from flowsteer.steering.compare import FEATURE_STRENGTH, GRAPH_STRENGTH
 
 PROMPT = "I think"
 
@@ -22,12 +23,12 @@ def run(context: DemoContext) -> None:
         "each feature's own units (its mean non-zero activation on the corpus); the SAE error term is kept, since a "
         "patch adds only the change the edit makes.",
         "",
-        f"**The seed feature {flow.seed} alone**, added with strength 4 at every token:",
+        f"**The seed feature {flow.seed} alone**, added with strength {FEATURE_STRENGTH:g} at every token:",
         "",
         seed_alone.markdown(),
         "",
-        f"**Along its flow graph**: every feature of the graph up to layer {flow.span[1]} (cumulative), strength 0.5 "
-        "each (constant schedule):",
+        f"**Along its flow graph**: every feature of the graph up to layer {flow.span[1]} (cumulative), strength "
+        f"{GRAPH_STRENGTH:g} each (constant schedule):",
         "",
         along_graph.markdown(),
     )

@@ -56,6 +56,10 @@ def _units_for(model: HookedTransformer, saes: Mapping[Site, nn.Module], sites: 
     return typical_activations(model, {s: saes[s] for s in sorted(sites)})
 
 
+FEATURE_STRENGTH = 4.0  # compare_steering's default for one feature (units of its typical activation)
+GRAPH_STRENGTH = 0.5  # and for each feature of a graph (constant schedule)
+
+
 def compare_steering(
     model: HookedTransformer,
     saes: Mapping[Site, nn.Module],
@@ -91,7 +95,7 @@ def compare_steering(
             target,
             saes,
             layer,
-            0.5 if strength is None else strength,
+            GRAPH_STRENGTH if strength is None else strength,
             strategy=strategy,
             schedule=schedule or Constant(),
             units=units,
@@ -99,7 +103,8 @@ def compare_steering(
     else:
         feature = FeatureId.parse(target) if isinstance(target, str) else target
         units = units if units is not None else _units_for(model, saes, {feature.site})
-        steerer = FeatureSteerer(saes, [feature], "add", 4.0 if strength is None else strength, units=units)
+        steerer = FeatureSteerer(saes, [feature], "add", FEATURE_STRENGTH if strength is None else strength,
+                                 units=units)
     options = dict(max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_p=top_p, seed=seed)
     prompts = [prompt] * n
     before = generate_with_patches(model, prompts, **options).texts
