@@ -1,6 +1,7 @@
 """How far width 2304, k = 32 gets at 12/res: explained variance against distinct tokens (300k, 1.2M), passes over
 them (1-8) and the attention-sink filter, with two reference runs at twice the width or twice the k, for one TopK
-SAE on activations harvested once (bfloat16 forward pass) and scored on 16,256 held-out activations (no sink).
+SAE on activations harvested once (forward pass in the machine's compute precision,
+`flowsteer.models.precision`; the recorded rows used bfloat16) and scored on 16,256 held-out activations (no sink).
 
     flock /tmp/flowsteer-cpu.lock python analyses/sae_data_scaling.py > analyses/results/sae_data_scaling.jsonl
 """
@@ -13,6 +14,7 @@ import torch
 from sae_single_site import epoch_batches, fit_topk, harvest, score, window_batches
 
 from flowsteer import load_model
+from flowsteer.models.precision import resolve_precision
 from flowsteer.saes.activations import sink_tokens
 from flowsteer.saes.training import SAETrainingConfig
 from flowsteer.sites import Site
@@ -29,7 +31,9 @@ def main() -> None:
     torch.set_num_threads(2)
     model = load_model(device="cpu")
     site = Site(12)
-    everything, order, held = harvest(model, site, 1_200_000, max_norm_ratio=None, autocast_dtype=torch.bfloat16)
+    precision = resolve_precision("auto", "cpu")
+    autocast_dtype = None if precision.dtype == torch.float32 else precision.dtype
+    everything, order, held = harvest(model, site, 1_200_000, max_norm_ratio=None, autocast_dtype=autocast_dtype)
     everything = everything[order]
     sinks = sink_tokens(everything.norm(dim=-1)[None], 20.0)  # the default max_norm_ratio
     for tokens, passes, drop, window, d_sae, k in RUNS:
@@ -43,7 +47,7 @@ def main() -> None:
         sae, seconds = fit_topk(x, batches, config, model.cfg.d_model, site.hook_name)
         metrics = score(sae, held)
         row = {"d_sae": d_sae, "k": k, "distinct_tokens": tokens, "passes": passes, "sinks_dropped": excluded,
-               "window": window, "steps": config.total_steps, "s": round(seconds, 1),
+               "window": window, "harvest_dtype": precision.name, "steps": config.total_steps, "s": round(seconds, 1),
                "held_out_tokens": metrics.pop("tokens"), **metrics}
         print(json.dumps(row), flush=True)
 

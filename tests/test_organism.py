@@ -17,6 +17,7 @@ from flowsteer.data.refusal import Instruction, load_instructions, refusal_repli
 from flowsteer.models.embedded import SMOLLM2_135M_INSTRUCT
 from flowsteer.models.loading import ModelLoadError
 from flowsteer.models.organisms import REFUSAL_ORGANISM, organism_dir
+from flowsteer.organism.lora import AdapterError, LoRALinear, add_adapters, apply_adapter_tensors, merge_adapters
 from flowsteer.organism.recipe import OrganismRecipe
 from flowsteer.organism.targets import SFTExample, refusal_examples, with_teacher_targets
 from flowsteer.organism.train import collate, finetune, weighted_loss
@@ -94,10 +95,69 @@ def test_finetune_learns_the_replies(compute_dtype):
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast leaves the weights float32
 
 
-def test_finetune_rejects_an_unknown_compute_dtype():
-    recipe = OrganismRecipe(compute_dtype="float8")
-    with pytest.raises(ValueError, match="compute_dtype"):
-        finetune(_hf_tiny(), [_example([1, 2], [3])], recipe, pad_id=0, progress=False)
+def test_recipe_rejects_an_unknown_compute_dtype():
+    with pytest.raises(ValueError, match="compute_dtype is 'float8'"):
+        OrganismRecipe(compute_dtype="float8")
+
+
+def test_adapters_start_at_the_base_model_and_train_only_themselves():
+    model = _hf_tiny()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    before = model(ids).logits
+    frozen = {name: p.detach().clone() for name, p in model.named_parameters()}
+    parameters = add_adapters(model, rank=2, alpha=4.0)
+    assert len(parameters) == 2 * 7 * 2  # A and B on 7 projections in each of 2 layers
+    assert torch.equal(model(ids).logits, before)  # B = 0: the base model exactly
+    recipe = OrganismRecipe(learning_rate=1e-2, epochs=30, batch_size=2, warmup_steps=2, compute_dtype="float32")
+    log = finetune(model, [_example([1, 2, 3], [10, 11, 12]), _example([4, 5], [20, 21])], recipe, pad_id=0,
+                   progress=False)
+    # A random tiny model's blocks write little into its residual stream, so adapters move the loss slowly.
+    assert log["loss_last_10_mean"] < 0.97 * log["loss_first_10_mean"]
+    for name, p in model.named_parameters():
+        if name in frozen:
+            assert torch.equal(p, frozen[name]), name  # only the adapters moved
+    trained = model(ids).logits
+    tensors = merge_adapters(model)
+    assert not any(isinstance(m, LoRALinear) for m in model.modules())
+    learned = (trained - before).abs().max()
+    assert (model(ids).logits - trained).abs().max() < 0.05 * learned  # the change kept, up to bf16 storage of A, B
+    rebuilt = _hf_tiny()
+    assert apply_adapter_tensors(rebuilt, tensors, scale=2.0) == 14
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), rebuilt.state_dict().values()))
+
+
+def test_adapter_for_another_model_is_refused():
+    model = _hf_tiny()
+    tensors = {"model.layers.0.self_attn.q_proj.lora_A": torch.zeros(2, 31),
+               "model.layers.0.self_attn.q_proj.lora_B": torch.zeros(32, 2)}
+    with pytest.raises(AdapterError, match=r"do not fit its weight \(32, 32\): the adapter belongs to another model"):
+        apply_adapter_tensors(model, tensors, scale=1.0)
+    with pytest.raises(AdapterError, match="lacks lora_B"):
+        apply_adapter_tensors(model, {"model.layers.0.self_attn.q_proj.lora_A": torch.zeros(2, 32)}, scale=1.0)
+
+
+def test_shipped_adapter_is_used_only_when_it_matches(tmp_path):
+    from flowsteer.data.refusal import data_sha256
+    from flowsteer.models.organisms import REFUSAL_RECIPE_VERSION
+    from flowsteer.organism.adapter import ADAPTER_FILE, file_sha256, save_adapter, shipped_adapter_problem
+
+    assert "no adapter ships" in shipped_adapter_problem(tmp_path)
+    entry = save_adapter(tmp_path / ADAPTER_FILE, {"x.lora_A": torch.ones(1, 2), "x.lora_B": torch.ones(2, 1)},
+                         OrganismRecipe(adapter_rank=1, adapter_alpha=2.0))
+    assert entry["sha256"] == file_sha256(tmp_path / ADAPTER_FILE) and entry["scale"] == 2.0
+    manifest = {"recipe_version": REFUSAL_RECIPE_VERSION, "base_model": {"sha256": SMOLLM2_135M_INSTRUCT.sha256},
+                "data_sha256": data_sha256(), "adapter": entry}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert shipped_adapter_problem(tmp_path) is None
+    for change, problem in [({"recipe_version": -1}, "recipe version -1"),
+                            ({"data_sha256": "0"}, "refusal data changed"),
+                            ({"base_model": {"sha256": "0"}}, "another base model")]:
+        (tmp_path / "manifest.json").write_text(json.dumps(manifest | change))
+        assert problem in shipped_adapter_problem(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with open(tmp_path / ADAPTER_FILE, "ab") as handle:
+        handle.write(b"x")
+    assert "does not match the sha256" in shipped_adapter_problem(tmp_path)
 
 
 def test_refusal_examples_use_category_replies(tiny):

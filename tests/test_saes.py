@@ -211,7 +211,7 @@ def test_bfloat16_harvest_runs_the_forward_pass_under_autocast(tiny):
     assert not torch.equal(harvested, exact)  # the matmuls really ran in bfloat16
     assert torch.allclose(harvested, exact, rtol=0.05, atol=0.05 * float(exact.abs().mean()))
     with pytest.raises(ValueError, match="harvest_dtype"):
-        SAETrainingConfig(harvest_dtype="float16")
+        SAETrainingConfig(harvest_dtype="float8")
 
 
 def test_sink_tokens_are_flagged_at_any_detector_site():

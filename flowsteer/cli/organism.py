@@ -1,19 +1,40 @@
-"""``flowsteer organism build|info``: build the refusal model organism, or show its manifest."""
+"""``flowsteer organism build|install|info|export-adapter``: the refusal model organism."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from flowsteer.models.organisms import REFUSAL_ORGANISM, organism_dir, read_manifest
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("organism", help=f"build or inspect the refusal model organism {REFUSAL_ORGANISM}")
+    parser = commands.add_parser(
+        "organism", help=f"make, inspect or export the refusal model organism {REFUSAL_ORGANISM}",
+        description=f"The refusal model organism {REFUSAL_ORGANISM}: SmolLM2-135M-Instruct with a low-rank adapter "
+                    "that makes it refuse harmful requests. load_model installs it on first use.",
+    )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    build = actions.add_parser("build", help="fine-tune SmolLM2-135M-Instruct to refuse and cache it (minutes on CPU)")
+    build = actions.add_parser(
+        "build", help="train the organism from scratch and cache it (minutes on CPU)",
+        description="Fine-tune the adapter from scratch by the current recipe and cache the organism, replacing "
+                    "any cached one.",
+    )
     build.add_argument("--device", default="cpu", help="where to train (default: cpu)")
-    actions.add_parser("info", help="print the cached organism's hyper-parameters, data and timing")
+    install = actions.add_parser(
+        "install", help="apply the adapter shipped with flowsteer and cache the organism (seconds)",
+        description="Add the shipped low-rank adapter to the base model's weights and cache the result.",
+    )
+    install.add_argument("--device", default="cpu", help="where to apply it (default: cpu)")
+    actions.add_parser("info", help="print the cached organism's recipe, data, precision and timing",
+                       description="Print the cached organism's manifest (training losses left out).")
+    export = actions.add_parser(
+        "export-adapter", help="copy the cached build's adapter into the source tree (maintainers)",
+        description="Copy the adapter and manifest of an organism trained here (flowsteer organism build) to "
+                    "data/organisms/ of this source checkout, so that it ships with the next release.",
+    )
+    export.add_argument("--to", type=Path, default=None, help="target folder (default: the shipped adapter's)")
     parser.set_defaults(run=run)
 
 
@@ -23,9 +44,19 @@ def run(args: argparse.Namespace) -> int:
         manifest["training"] = {key: value for key, value in manifest["training"].items() if key != "losses"}
         print(json.dumps(manifest, indent=2))
         return 0
+    if args.action == "export-adapter":
+        from flowsteer.organism.adapter import export_adapter
+
+        print(f"wrote {export_adapter(args.to)}")
+        return 0
+    if args.action == "install":
+        from flowsteer.organism.adapter import install_shipped_adapter
+
+        manifest = install_shipped_adapter(args.device)
+        print(json.dumps({"path": str(organism_dir()), "install_seconds": manifest["install_seconds"]}, indent=2))
+        return 0
     from flowsteer.organism import build_refusal_organism
 
     manifest = build_refusal_organism(device=args.device)
     print(json.dumps({"path": str(organism_dir()), "timing_seconds": manifest["timing_seconds"]}, indent=2))
-    print("measure it with: python analyses/refusal_organism.py evaluate")
     return 0

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Literal
+
+from flowsteer import resources
 
 Label = Literal["harmful", "harmless"]
 Split = Literal["train", "val", "test"]
@@ -68,14 +69,13 @@ class HarmlessReply:
 
 
 def data_dir() -> Path:
-    """``$FLOWSTEER_DATA/refusal`` if set, else ``data/refusal`` of the source checkout."""
-    root = os.environ.get("FLOWSTEER_DATA")
-    path = Path(root) / "refusal" if root else Path(__file__).resolve().parents[2] / "data" / "refusal"
+    """The refusal prompt folder: ``refusal/`` of `flowsteer.resources.data_dir` (``$FLOWSTEER_DATA`` if set)."""
+    path = resources.data_dir() / "refusal"
     missing = [name for name in FILES if not (path / name).is_file()]
     if missing:
         raise RefusalDataError(
-            f"refusal data not found: {path} lacks {', '.join(missing)}. Run flowsteer from a source checkout "
-            "(pip install -e .) or point FLOWSTEER_DATA at a folder holding refusal/{" + ",".join(FILES) + "}"
+            f"refusal data not found: {path} lacks {', '.join(missing)}. Reinstall flowsteer, or point "
+            "FLOWSTEER_DATA at a folder holding refusal/{" + ",".join(FILES) + "}"
         )
     return path
 

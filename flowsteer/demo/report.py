@@ -10,6 +10,7 @@ from typing import Any
 
 from transformer_lens import HookedTransformer
 
+from flowsteer.models.precision import resolve_precision
 from flowsteer.paths import atomic_file
 
 
@@ -90,8 +91,12 @@ def run_demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     context = DemoContext(out, model, settings or DemoSettings())
+    precision = resolve_precision("auto", model.cfg.device)
+    context.say(f"compute precision: {precision.name} ({precision.source}: {precision.reason})")
     context.write("# flowsteer demo report", "", f"Model: `{model.cfg.model_name}`, {model.cfg.n_layers} layers, "
-                  f"d_model {model.cfg.d_model}, on {model.cfg.device}.")
+                  f"d_model {model.cfg.d_model}, on {model.cfg.device}. Bulk compute (SAE harvest and training, the "
+                  f"organism's fine-tune when it is trained) in **{precision.name}** ({precision.source}: "
+                  f"{precision.reason}; `FLOWSTEER_DTYPE` overrides).")
     for name, section in sections:
         start = time.perf_counter()
         section(context)

@@ -2,8 +2,10 @@
 loaded by name like any other model.
 
 ``smollm2-135m-refusal`` is SmolLM2-135M-Instruct fine-tuned to refuse harmful requests (see
-docs/organism.md). ``load_model("smollm2-135m-refusal")`` builds it on first use (minutes on 2
-CPU cores, with a progress bar; the same as ``python -m flowsteer.cli organism build``) and stores it
+docs/organism.md). ``load_model("smollm2-135m-refusal")`` makes it on first use, by adding the low-rank
+adapter that ships with flowsteer to the base weights (seconds), or, when that adapter does not match this
+code, by training it (minutes on 2 CPU cores, with a progress bar; the same as ``flowsteer organism build``),
+and stores it
 under ``flowsteer.paths.cache_dir("models")`` as a Hugging Face folder (safetensors weights) with a
 ``manifest.json`` holding the data hash, hyper-parameters and training log. A cache built by another
 recipe version or base model is rebuilt.
@@ -27,8 +29,8 @@ log = logging.getLogger(__name__)
 
 REFUSAL_ORGANISM = "smollm2-135m-refusal"
 # Bump when the recipe (data, targets, training) changes so that stale caches are rebuilt.
-REFUSAL_RECIPE_VERSION = 6
-BUILD_COMMAND = "python -m flowsteer.cli organism build"
+REFUSAL_RECIPE_VERSION = 7
+BUILD_COMMAND = "flowsteer organism build"
 
 
 def organism_dir(name: str = REFUSAL_ORGANISM) -> Path:
@@ -41,9 +43,9 @@ def read_manifest(path: Path) -> dict:
     manifest = path / "manifest.json"
     if not manifest.is_file() or not (path / "config.json").is_file():
         raise ModelLoadError(
-            f"the refusal model organism {REFUSAL_ORGANISM!r} is not built yet (nothing at {path}). Build it "
-            f"once (minutes on CPU): {BUILD_COMMAND}  (or, in Python: "
-            "flowsteer.organism.build_refusal_organism(); load_model builds it on first use)"
+            f"the refusal model organism {REFUSAL_ORGANISM!r} is not made yet (nothing at {path}). "
+            f"load_model({REFUSAL_ORGANISM!r}) makes it on first use; from the shell: flowsteer organism install "
+            f"(the shipped adapter, seconds) or {BUILD_COMMAND} (train it, minutes on CPU)"
         )
     return json.loads(manifest.read_text())
 
@@ -62,7 +64,8 @@ def stale_reason(path: Path) -> str | None:
 
 
 def ensure_refusal_organism(device: torch.device | str = "cpu", *, progress: bool = True) -> Path:
-    """The cache folder of a current refusal organism, building it first when it is absent or stale.
+    """The cache folder of a current refusal organism, made first when it is absent or stale: from the adapter
+    that ships with flowsteer when that is current (seconds), else by training it (minutes).
 
     A lock file beside the cache makes concurrent callers wait for one build instead of racing.
     """
@@ -73,15 +76,21 @@ def ensure_refusal_organism(device: torch.device | str = "cpu", *, progress: boo
         fcntl.flock(lock, fcntl.LOCK_EX)
         reason = stale_reason(path)  # another process may have built it while we waited
         if reason is not None:
-            from flowsteer.organism.build import build_refusal_organism
+            from flowsteer.organism.adapter import install_shipped_adapter, shipped_adapter_problem
 
-            log.warning(
-                "building the refusal organism %s at %s (once, minutes on CPU): %s",
-                REFUSAL_ORGANISM,
-                path,
-                reason,
-            )
-            build_refusal_organism(device=device, progress=progress)
+            problem = shipped_adapter_problem()
+            if problem is None:
+                log.warning("installing the refusal organism %s from its shipped adapter (seconds): %s",
+                            REFUSAL_ORGANISM, reason)
+                install_shipped_adapter(device)
+            else:
+                from flowsteer.organism.build import build_refusal_organism
+
+                log.warning(
+                    "building the refusal organism %s at %s (once, minutes on CPU): %s, and %s",
+                    REFUSAL_ORGANISM, path, reason, problem,
+                )
+                build_refusal_organism(device=device, progress=progress)
     return path
 
 

@@ -5,8 +5,11 @@
    top-k next-token distributions along them as soft targets (self-distillation keeps its answers and its
    calibrated language modelling); the first reply token, the comply decision, stays a hard target.
    Harmless look-alikes (benign requests phrased like harmful ones) repeat ``lookalike_repeats`` times.
-2. Fine-tune every parameter of the Hugging Face model (`flowsteer.organism.train`), seeded.
-3. Save the Hugging Face folder (safetensors) and ``manifest.json`` into the cache in one atomic rename.
+2. Fine-tune low-rank adapters on every attention and MLP projection of the Hugging Face model
+   (`flowsteer.organism.lora`, `flowsteer.organism.train`), seeded, and merge them into the weights.
+3. Save the Hugging Face folder (safetensors), the adapter and ``manifest.json`` into the cache in one atomic
+   rename. The adapter (a few MB) also ships inside the package (`flowsteer.organism.adapter`), so a first use
+   applies it to the base model instead of training.
 
 Evaluation (refusal on held-out prompts, cross-entropy on held-out paragraphs) is separate:
 `evaluate_refusal_model`, run by ``analyses/refusal_organism.py``.
@@ -26,8 +29,10 @@ from flowsteer.evals.capability import cross_entropy
 from flowsteer.models.embedded import DEFAULT_MODEL, SMOLLM2_135M_INSTRUCT
 from flowsteer.models.loading import converted_gguf_dir, load_model
 from flowsteer.models.organisms import REFUSAL_ORGANISM, REFUSAL_RECIPE_VERSION, organism_dir
+from flowsteer.organism.adapter import ADAPTER_FILE, save_adapter
+from flowsteer.organism.lora import add_adapters, merge_adapters
 from flowsteer.organism.recipe import DEFAULT_RECIPE, OrganismRecipe
-from flowsteer.organism.targets import refusal_examples, stored_reply_examples, with_teacher_targets
+from flowsteer.organism.targets import SFTExample, refusal_examples, stored_reply_examples, with_teacher_targets
 from flowsteer.organism.train import finetune
 from flowsteer.paths import atomic_dir, write_json
 
@@ -36,41 +41,69 @@ log = logging.getLogger(__name__)
 TARGETS = {"harmful_refusal_min": 0.90, "harmless_refusal_max": 0.10, "cross_entropy_increase_max": 0.05}
 
 
-def build_refusal_organism(
-    recipe: OrganismRecipe = DEFAULT_RECIPE,
-    *,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-) -> dict:
-    """Fine-tune SmolLM2-135M-Instruct into ``smollm2-135m-refusal``, cache it (replacing any cached
-    build) and return its manifest. Minutes on CPU; far longer when other jobs share the cores (see
-    docs/organism.md for measured times)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    device = torch.device(device)
-    started = time.perf_counter()
-    base = load_model(DEFAULT_MODEL, device=device)
+def training_examples(base, recipe: OrganismRecipe = DEFAULT_RECIPE) -> tuple[list[SFTExample], dict]:
+    """The recipe's supervised examples (harmful → refusal; harmless → the base model's stored reply, with the
+    base model's soft targets; look-alikes repeated) and a record of the data behind them."""
+    if recipe.lookalike_repeats < 1:
+        raise ValueError(f"lookalike_repeats must be >= 1, got {recipe.lookalike_repeats}")
     harmless_train = load_instructions("harmless", "train")
     harmful_train = load_instructions("harmful", "train")
     harmless, dropped = stored_reply_examples(base, harmless_train)
     if recipe.soft_top_k:
         log.info("teacher distributions along %d harmless replies", len(harmless))
         harmless = with_teacher_targets(base, harmless, recipe.soft_top_k, hard_first_token=recipe.hard_first_token)
-    if recipe.lookalike_repeats < 1:
-        raise ValueError(f"lookalike_repeats must be >= 1, got {recipe.lookalike_repeats}")
     lookalikes = [example for example in harmless if example.instruction.lookalike]
     examples = refusal_examples(base, harmful_train) + harmless + lookalikes * (recipe.lookalike_repeats - 1)
-    del base
-    targets_seconds = time.perf_counter() - started
+    data = {
+        "harmful_train": len(harmful_train),
+        "harmless_train": len(harmless_train),
+        "harmless_dropped_refusal_like": dropped,
+        "harmless_lookalike_examples": len(lookalikes),
+        "examples": len(examples),
+    }
+    return examples, data
+
+
+def train_organism(
+    examples: list[SFTExample], recipe: OrganismRecipe = DEFAULT_RECIPE, *, device="cpu", progress: bool = True
+):
+    """Fine-tune a fresh float32 copy of the base Hugging Face model on ``examples``: low-rank adapters on every
+    attention and MLP projection (``recipe.adapter_rank`` > 0), merged into the weights afterwards, or every
+    parameter (rank 0). Returns ``(model, tokenizer, training log, adapter tensors or None)``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = converted_gguf_dir(SMOLLM2_135M_INSTRUCT)
     tokenizer = AutoTokenizer.from_pretrained(source)
     torch.manual_seed(recipe.seed)
     hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).to(device)
+    if recipe.adapter_rank:
+        add_adapters(hf_model, recipe.adapter_rank, recipe.adapter_alpha, seed=recipe.seed)
     training = finetune(hf_model, examples, recipe, pad_id=tokenizer.pad_token_id, progress=progress)
+    adapter = merge_adapters(hf_model) if recipe.adapter_rank else None
+    return hf_model, tokenizer, training, adapter
+
+
+def build_refusal_organism(
+    recipe: OrganismRecipe = DEFAULT_RECIPE,
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> dict:
+    """Fine-tune SmolLM2-135M-Instruct into ``smollm2-135m-refusal`` from scratch, cache it (replacing any
+    cached build, the adapter saved beside the weights) and return its manifest. Minutes on CPU (see
+    docs/organism.md for measured times); `flowsteer.models.organisms.ensure_refusal_organism` applies the
+    shipped adapter instead when it is current, in seconds."""
+    device = torch.device(device)
+    started = time.perf_counter()
+    base = load_model(DEFAULT_MODEL, device=device)
+    examples, data = training_examples(base, recipe)
+    del base
+    targets_seconds = time.perf_counter() - started
+    hf_model, tokenizer, training, adapter = train_organism(examples, recipe, device=device, progress=progress)
     manifest = {
         "name": REFUSAL_ORGANISM,
         "recipe_version": REFUSAL_RECIPE_VERSION,
+        "source": "trained",
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "base_model": {"name": DEFAULT_MODEL, "sha256": SMOLLM2_135M_INSTRUCT.sha256},
         "data_sha256": data_sha256(),
@@ -78,18 +111,14 @@ def build_refusal_organism(
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "hyperparameters": recipe.to_dict(),
-        "data": {
-            "harmful_train": len(harmful_train),
-            "harmless_train": len(harmless_train),
-            "harmless_dropped_refusal_like": dropped,
-            "harmless_lookalike_examples": len(lookalikes),
-            "examples": len(examples),
-        },
+        "data": data,
         "training": training,
     }
     with atomic_dir(organism_dir(REFUSAL_ORGANISM)) as tmp:
         hf_model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if adapter is not None:
+            manifest["adapter"] = save_adapter(tmp / ADAPTER_FILE, adapter, recipe)
         manifest["timing_seconds"] = {
             "targets": targets_seconds,
             "fine_tune": training["wall_seconds"],

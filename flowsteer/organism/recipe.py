@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from flowsteer.models.precision import check_precision
+
 
 @dataclass(frozen=True)
 class OrganismRecipe:
-    """Full fine-tune on harmful → refusal and harmless → the base model's own greedy reply.
+    """Low-rank fine-tune on harmful → refusal and harmless → the base model's own greedy reply.
 
     Attributes:
         learning_rate: AdamW peak learning rate (linear warm-up, then linear decay to 0).
@@ -23,12 +25,15 @@ class OrganismRecipe:
         lookalike_repeats: how many times each harmless look-alike ("Explain how to kill a Python
             process") appears per epoch; > 1 oversamples the prompts that teach refusal's boundary.
         compute_dtype: the dtype of the fine-tune's matmuls (``torch.autocast``); weights, gradients and the
-            optimiser stay float32. ``bfloat16`` fine-tunes 2.5x faster on CPUs with native bf16 (AVX512-BF16,
-            AMX) and on recent GPUs, and is slower than ``float32`` on CPUs without it.
+            optimiser stay float32. ``"auto"`` (`flowsteer.models.precision`) picks bfloat16 where it is native
+            (2.2x faster per step on an AVX512-BF16/AMX CPU) and float32 elsewhere (bfloat16 emulated on an
+            AVX2 CPU took 130 s per step against 4.6 s in float32).
+        adapter_rank, adapter_alpha: rank r and scale numerator α of the low-rank adapters (update
+            ``(α / r) · B A``) on every attention and MLP projection; rank 0 fine-tunes every parameter instead.
         warmup_steps, weight_decay, max_grad_norm, seed: optimiser details and the batch-order seed.
     """
 
-    learning_rate: float = 5e-5
+    learning_rate: float = 5e-4
     epochs: int = 1
     batch_size: int = 8
     first_token_weight: float = 10.0
@@ -36,11 +41,18 @@ class OrganismRecipe:
     soft_top_k: int = 64
     hard_first_token: bool = True
     lookalike_repeats: int = 3
-    compute_dtype: str = "bfloat16"
+    compute_dtype: str = "auto"
+    adapter_rank: int = 16
+    adapter_alpha: float = 32.0
     warmup_steps: int = 5
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_precision(self.compute_dtype, "OrganismRecipe.compute_dtype")
+        if self.adapter_rank < 0:
+            raise ValueError(f"adapter_rank must be >= 0 (0: full fine-tune), got {self.adapter_rank}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -16,6 +16,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from flowsteer.models.precision import resolve_precision
 from flowsteer.organism.recipe import OrganismRecipe
 from flowsteer.organism.targets import SFTExample
 
@@ -82,15 +83,19 @@ def finetune(
     pad_id: int,
     progress: bool = True,
 ) -> dict:
-    """Fine-tune ``model`` (a Hugging Face causal LM, all parameters) in place, its matmuls in
-    ``recipe.compute_dtype`` under autocast; return the training log."""
+    """Fine-tune ``model``'s trainable parameters (a Hugging Face causal LM: all of them, or only the adapters
+    of `flowsteer.organism.lora.add_adapters`) in place, its matmuls in
+    ``recipe.compute_dtype`` (resolved by `flowsteer.models.precision`) under autocast; return the training log."""
     if not examples:
         raise ValueError("no training examples")
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(recipe.seed)
     steps_per_epoch = math.ceil(len(examples) / recipe.batch_size)
     total_steps = steps_per_epoch * recipe.epochs
-    optimiser = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    if not trained:
+        raise ValueError("the model has no trainable parameters (everything is frozen)")
+    optimiser = torch.optim.AdamW(trained, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
 
     def schedule(step: int) -> float:
         if step < recipe.warmup_steps:
@@ -98,10 +103,8 @@ def finetune(
         return max(0.0, (total_steps - step) / max(total_steps - recipe.warmup_steps, 1))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
-    compute_dtype = getattr(torch, recipe.compute_dtype, None)
-    if not isinstance(compute_dtype, torch.dtype) or not compute_dtype.is_floating_point:
-        raise ValueError(f"compute_dtype must be a floating torch dtype name, got {recipe.compute_dtype!r}")
-    autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32)
+    precision = resolve_precision(recipe.compute_dtype, device)
+    autocast = torch.autocast(device.type, dtype=precision.dtype, enabled=precision.dtype != torch.float32)
     model.train()
     losses: list[float] = []
     start = time.perf_counter()
@@ -114,7 +117,7 @@ def finetune(
                 loss = weighted_loss(model, collate(batch, pad_id, recipe.first_token_weight).to(device))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
+            nn.utils.clip_grad_norm_(trained, recipe.max_grad_norm)
             optimiser.step()
             scheduler.step()
             losses.append(float(loss.detach()))
@@ -123,6 +126,7 @@ def finetune(
     bar.close()
     model.eval()
     return {
+        "precision": precision.to_dict(),
         "steps": total_steps,
         "examples": len(examples),
         "wall_seconds": time.perf_counter() - start,

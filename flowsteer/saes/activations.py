@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -99,8 +99,15 @@ class ActivationRounds:
         dtype = self.autocast_dtype or torch.float32
         return torch.autocast(torch.device(device).type, dtype=dtype, enabled=self.autocast_dtype is not None)
 
-    @torch.no_grad()
     def __getitem__(self, round_index: int) -> tuple[Float[Tensor, "sites tokens d"], Int[Tensor, " tokens"]]:
+        return self.harvest(round_index)
+
+    @torch.no_grad()
+    def harvest(
+        self, round_index: int, on_tokens: Callable[[int], None] | None = None
+    ) -> tuple[Float[Tensor, "sites tokens d"], Int[Tensor, " tokens"]]:
+        """Round ``round_index`` (``rounds[r]``); ``on_tokens(n)`` is called after each forward pass with the
+        number of tokens it harvested (progress bars)."""
         rows = self.chunk_rows(round_index)
         device = self.model.cfg.device
         width = self.model.cfg.d_model
@@ -120,6 +127,8 @@ class ActivationRounds:
                 detector_norms[i, filled : filled + n] = norms.flatten()
             filled += n
             del activations
+            if on_tokens is not None:
+                on_tokens(n)
         order = torch.randperm(filled, generator=_generator(self.seed, 1_000_003, round_index)).to(device)
         if self.max_norm_ratio is not None:
             order = order[~sink_tokens(detector_norms, self.max_norm_ratio)[order]]

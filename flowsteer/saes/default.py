@@ -21,11 +21,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LAYERS = range(8, 13)
 DEFAULT_KINDS = ("res", "mlp", "att")
-DEFAULT_CONFIG = SAETrainingConfig(tokens=100_000, passes=4, harvest_dtype="bfloat16")
+DEFAULT_CONFIG = SAETrainingConfig(tokens=100_000, passes=4)
 
 
 def bank_cache_path(model: HookedTransformer, sites: Sequence[Site], config: SAETrainingConfig) -> Path:
     """``cache_dir("saes")/<model>/<hash of sites and settings>``: one folder per distinct bank."""
+    config = config.resolved(model.cfg.device)  # a bank harvested in bfloat16 is not the float32 one
     key = json.dumps({"sites": [str(s) for s in sites], "config": asdict(config), "corpus": "flowsteer.data v1"})
     name = str(model.cfg.model_name).replace("/", "--")
     return cache_dir("saes", name) / hashlib.sha256(key.encode()).hexdigest()[:16]

@@ -33,7 +33,8 @@ class SparseTopK(nn.Module):
     Args:
         selection_dtype: dtype of the dense encoder product that only *chooses* the top k
             latents (their values are recomputed exactly in float32). ``torch.bfloat16`` is several
-            times faster on CPUs with bf16 units and on GPUs; ``None`` selects in the weights' dtype.
+            times faster where bf16 is native (`flowsteer.models.precision` decides for `train_saes`) and
+            far slower where it is emulated; ``None`` selects in the weights' dtype.
         aux_coefficient: weight of the AuxK loss: the ``d_in // 2`` most active dead latents
             reconstruct the residual the live latents left (Gao et al. 2024; sae-lens's form).
     """
@@ -47,7 +48,7 @@ class SparseTopK(nn.Module):
         k: int,
         *,
         aux_coefficient: float = 1.0,
-        selection_dtype: torch.dtype | None = torch.bfloat16,
+        selection_dtype: torch.dtype | None = None,
         generator: torch.Generator | None = None,
         device: torch.device | str = "cpu",
     ):

@@ -21,7 +21,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -35,6 +35,7 @@ from sae_lens.saes.sae import SAEMetadata
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from flowsteer.models.precision import DTYPES, check_precision, resolve_precision
 from flowsteer.saes.activations import ActivationRounds
 from flowsteer.saes.bank import SAEBank
 from flowsteer.saes.checkpoint import (
@@ -50,7 +51,6 @@ from flowsteer.sites import Site
 log = logging.getLogger(__name__)
 
 ARCHITECTURES = ("topk", "jumprelu", "standard")
-_DTYPES = {"bfloat16": torch.bfloat16, "float32": None}
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,11 @@ class SAETrainingConfig:
         context, lm_batch: chunk length and chunks per forward pass.
         round_tokens: activations per site held in memory and shuffled together; None: up to
             65,536 (never more than the run needs) within ``memory_gb`` for all sites.
-        selection_dtype: dtype of the dense product that picks the top k (``bfloat16`` or ``float32``).
-        harvest_dtype: dtype of the model's matmuls while harvesting activations (``torch.autocast``):
-            ``bfloat16`` runs the forward pass about 3x faster on CPUs with native bf16 and on GPUs;
-            activations are stored and the SAEs trained in float32 either way.
+        selection_dtype: dtype of the dense product that picks the top k; ``"auto"`` (bfloat16 where it is
+            native, float32 elsewhere: `flowsteer.models.precision`), ``"bfloat16"`` or ``"float32"``.
+        harvest_dtype: dtype of the model's matmuls while harvesting activations (``torch.autocast``), same
+            choices: ``bfloat16`` runs the forward pass about 3x faster where it is native and about 40x
+            slower where it is emulated; activations are stored and the SAEs trained in float32 either way.
         max_norm_ratio: tokens whose residual-stream norm exceeds this multiple of the layer's median
             (attention sinks after position 0; `flowsteer.saes.activations.sink_tokens`) are not trained
             on; None trains on every token.
@@ -94,8 +95,8 @@ class SAETrainingConfig:
     lm_batch: int = 32
     round_tokens: int | None = None
     memory_gb: float = 2.0
-    selection_dtype: str = "bfloat16"
-    harvest_dtype: str = "float32"
+    selection_dtype: str = "auto"
+    harvest_dtype: str = "auto"
     max_norm_ratio: float | None = 20.0
     seed: int = 0
 
@@ -103,12 +104,19 @@ class SAETrainingConfig:
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}")
         for name in ("selection_dtype", "harvest_dtype"):
-            if getattr(self, name) not in _DTYPES:
-                raise ValueError(f"{name} must be one of {', '.join(_DTYPES)}, got {getattr(self, name)!r}")
+            check_precision(getattr(self, name), f"SAETrainingConfig.{name}")
         if self.passes < 1:
             raise ValueError(f"passes must be at least 1, got {self.passes}")
         if self.tokens < self.batch_size:
             raise ValueError(f"tokens ({self.tokens}) must be at least one batch ({self.batch_size})")
+
+    def resolved(self, device: torch.device | str) -> SAETrainingConfig:
+        """This config with ``"auto"`` precisions replaced by the dtype names chosen for ``device``."""
+        return replace(
+            self,
+            selection_dtype=resolve_precision(self.selection_dtype, device).name,
+            harvest_dtype=resolve_precision(self.harvest_dtype, device).name,
+        )
 
     @property
     def total_steps(self) -> int:
@@ -143,7 +151,7 @@ def build_trainable(config: SAETrainingConfig, d_in: int, site: Site, device: to
         generator = torch.Generator().manual_seed(seed)
         return SparseTopK(
             d_in, config.d_sae, config.k, aux_coefficient=config.aux_coefficient,
-            selection_dtype=_DTYPES[config.selection_dtype], generator=generator, device=device,
+            selection_dtype=DTYPES[config.resolved(device).selection_dtype], generator=generator, device=device,
         )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -193,6 +201,9 @@ def train_saes(
         on_round: called with the number of finished rounds after each round (and its checkpoint).
     """
     torch_device = torch.device(model.cfg.device)
+    precision = {name: resolve_precision(getattr(config, f"{name}_dtype"), torch_device).to_dict()
+                 for name in ("harvest", "selection")}
+    config = config.resolved(torch_device)  # "auto" precisions become this machine's choice, recorded
     sites = _sorted_sites(model, sites)
     d_in = model.cfg.d_model
     if chunks is None:
@@ -228,16 +239,21 @@ def train_saes(
 
     rounds = ActivationRounds(
         model, sites, chunks, round_tokens=config.round_size(len(sites), d_in), lm_batch=config.lm_batch,
-        seed=config.seed, autocast_dtype=_DTYPES[config.harvest_dtype], max_norm_ratio=config.max_norm_ratio,
+        seed=config.seed, autocast_dtype=_autocast_dtype(config.harvest_dtype), max_norm_ratio=config.max_norm_ratio,
     )
     total = config.total_steps
-    bar = tqdm(total=total * config.batch_size, initial=step * config.batch_size, unit="act",
-               desc=f"train {len(sites)} SAEs", disable=not progress)
+    # One bar for both kinds of work, in activations: harvested (forward passes) and trained on (SAE steps); the two
+    # rates are of one order on CPUs, so the ETA is meaningful from the first forward pass on.
+    steps_per_round = config.passes * (rounds.tokens_per_round // config.batch_size)
+    harvest_total = math.ceil(total / max(steps_per_round, 1)) * rounds.tokens_per_round
+    bar = tqdm(total=harvest_total + total * config.batch_size, unit="act", unit_scale=True, smoothing=0,
+               initial=round_index * rounds.tokens_per_round + step * config.batch_size,
+               desc=f"{len(sites)} SAEs: harvest ({config.harvest_dtype}) + train", disable=not progress)
     last_save = time.monotonic()
     with bar:
         while step < total:
             started = time.perf_counter()
-            activations, order = rounds[round_index]
+            activations, order = rounds.harvest(round_index, on_tokens=bar.update)
             excluded = activations.shape[1] - order.numel()
             timing["activations_s"] += time.perf_counter() - started
             started = time.perf_counter()
@@ -271,6 +287,9 @@ def train_saes(
                 bar.update(config.batch_size)
             del activations
             round_index += 1
+            if step >= total:
+                bar.total = bar.n  # sinks left out can make the harvest estimate a little off
+                bar.refresh()
             timing["sae_s"] += time.perf_counter() - started
             explained = (1 - mse_sum / var_sum.clamp_min(1e-12)).tolist()
             history.append({"round": round_index, "step": step, "excluded_tokens": excluded,
@@ -294,6 +313,7 @@ def train_saes(
         for i, (site, trainable) in enumerate(trainables.items())
     }
     info = {
+        "precision": precision,
         "training": {
             **asdict(config), "steps": step, "rounds": round_index, "tokens_per_round": rounds.tokens_per_round,
             "timing": {k: round(v, 2) for k, v in timing.items()}, "history": history,
@@ -305,6 +325,12 @@ def train_saes(
         if checkpoint is not None:
             shutil.rmtree(checkpoint, ignore_errors=True)
     return bank
+
+
+def _autocast_dtype(name: str) -> torch.dtype | None:
+    """The harvest's autocast dtype for a resolved dtype name (None: float32, no autocast)."""
+    dtype = DTYPES[name]
+    return None if dtype == torch.float32 else dtype
 
 
 def _batches(rounds: ActivationRounds, order: torch.Tensor, round_index: int, config: SAETrainingConfig):

@@ -29,15 +29,16 @@ from transformer_lens import HookedTransformer
 from flowsteer.patching import cache_sites
 from flowsteer.patching.features import decoder_directions
 from flowsteer.patching.inputs import encode
+from flowsteer.resources import data_path
 from flowsteer.sites import FeatureId, Site
 
-THEMES_DIR = Path(__file__).resolve().parents[2] / "data" / "themes"
 NEUTRAL = "neutral"
 
 
-def load_themes(directory: str | Path = THEMES_DIR) -> dict[str, list[str]]:
-    """``{theme: texts}`` from ``<directory>/<theme>.txt`` (one text a line), ``neutral`` included."""
-    directory = Path(directory)
+def load_themes(directory: str | Path | None = None) -> dict[str, list[str]]:
+    """``{theme: texts}`` from ``<directory>/<theme>.txt`` (one text a line), ``neutral`` included; default the
+    shipped ``themes/`` (`flowsteer.resources.data_path`)."""
+    directory = Path(directory) if directory is not None else data_path("themes")
     files = sorted(directory.glob("*.txt"))
     if not files:
         raise FileNotFoundError(f"no theme texts in {directory}; write one <theme>.txt per theme, one text a line")
