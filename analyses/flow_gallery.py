@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from flowsteer.flow.build import build_flow_graph
+from flowsteer.flow.classes import PAPER_THRESHOLDS, FixedThresholds
 from flowsteer.flow.labels import FeatureLabels
 from flowsteer.flow.seeds import default_corpus, pick_seed
 from flowsteer.flow.tokens import read_texts
@@ -59,8 +60,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-labels", action="store_true", help="data-free: no model, no labels")
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--res-threshold", type=float, default=0.5)
-    parser.add_argument("--module-threshold", type=float, default=0.15)
+    parser.add_argument("--res-threshold", type=float, default=PAPER_THRESHOLDS.res)
+    parser.add_argument("--module-threshold", type=float, default=PAPER_THRESHOLDS.module)
     parser.add_argument("--dpi", type=int, default=80, help="resolution of the PNG figures (small files)")
     parser.add_argument("--out", default="results")
     args = parser.parse_args(argv)
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.no_labels:
         model = load_model(args.model, device=args.device)
         corpus = read_texts(args.corpus)[: args.texts] if args.corpus else [default_corpus(model, args.corpus_rows)]
-    thresholds = dict(res_threshold=args.res_threshold, module_threshold=args.module_threshold)
+    thresholds = dict(thresholds=FixedThresholds(res=args.res_threshold, module=args.module_threshold))
     candidates, labels = [], None
     if args.seeds:
         seeds = [FeatureId.parse(s) for s in args.seeds]

@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 
 from flowsteer import chat_prompt, chat_prompts, load_model
+from flowsteer.evals import continuation_perplexity, repetition_rate
+from flowsteer.evals.sentiment import ActivationProbe, Lexicon, mean_pooled, probe_accuracy
 from flowsteer.invertible import TrainConfig, collect_activations, coupling_flow, innsteer_intervention, train_innsteer
 from flowsteer.patching import AddVector, EffectLog, Patch, TokenBatch, generate_with_patches
 from flowsteer.patching.inputs import left_pad, tokenize
 from flowsteer.paths import atomic_path, write_json
-from flowsteer.scoring import ActivationProbe, Lexicon, continuation_perplexity, repetition_rate
-from flowsteer.scoring.sentiment import cross_validated_accuracy, mean_pooled
 from flowsteer.sites import Site
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def validate_scorers(model, probe_layers: list[int]) -> tuple[ActivationProbe, L
     y_test = torch.tensor([1] * len(read("scorer_test/positive.txt")) + [0] * len(read("scorer_test/negative.txt")))
     sites = [Site(layer) for layer in probe_layers]
     train_features, test_features = mean_pooled(model, train, sites), mean_pooled(model, test, sites)
-    cv = {str(site): cross_validated_accuracy(train_features[site], y_train) for site in sites}
+    cv = {str(site): probe_accuracy(train_features[site], y_train) for site in sites}
     best = max(sites, key=lambda site: (cv[str(site)], -site.layer))
     probe = ActivationProbe.fit(best, train_features[best], y_train)
     probe_test = probe.probabilities(test_features[best])
@@ -175,9 +175,8 @@ def main() -> None:
                         probe, lexicon)
     print("unsteered:", {k: v for k, v in baseline.items() if k != "samples"})
     rows = []
-    intervention = innsteer_intervention(flow, result.delta)
     for alpha in [float(a) for a in args.alphas.split(",")]:
-        intervention.target.alpha = alpha
+        intervention = innsteer_intervention(flow, result.delta, alpha)
         generation, effect = steer(model, prompts, Patch(site, intervention, "generated"), args)
         innsteer = evaluate(model, prompts, generation, probe, lexicon) | {"effect": effect}
         delta = effect["mean_delta_norm"]

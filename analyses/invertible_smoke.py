@@ -188,10 +188,9 @@ def main() -> None:
     inn = train_innsteer(flow, positive, negative, config=TrainConfig(steps=200, batch_size=32, weight_decay=1e-3,
                                                                        eval_every=20, patience=3))
     inn_seconds = time.perf_counter() - fit_start
-    steering = innsteer_intervention(flow, inn.delta)
     sweep = []
     for alpha in (0.5, 1.0, 2.0):
-        steering.target.alpha = alpha
+        steering = innsteer_intervention(flow, inn.delta, alpha)
         texts, effect = generation_effect(model, base[test], Patch(site, steering, slice(1, None)), args.max_new_tokens)
         sweep.append({"alpha": alpha, "effect": effect, "sample": texts[0]})
     results["innsteer_coupling"] = {

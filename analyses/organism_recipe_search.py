@@ -23,9 +23,15 @@ import torch
 from flowsteer import load_model
 from flowsteer.models.embedded import DEFAULT_MODEL
 from flowsteer.models.loading import hooked_from_hf_dir, prepare
-from flowsteer.organism import DEFAULT_RECIPE
-from flowsteer.organism.build import TARGETS, evaluate_refusal_model, summarise, train_organism, training_examples
 from flowsteer.paths import write_json
+from flowsteer.refusal.organism import DEFAULT_RECIPE
+from flowsteer.refusal.organism.build import (
+    TARGETS,
+    evaluate_refusal_model,
+    summarise,
+    train_organism,
+    training_examples,
+)
 
 RESULTS = Path(__file__).parent / "results" / "organism_recipe_search.json"
 CANDIDATES = [dict(learning_rate=lr, epochs=epochs) for lr in (2e-4, 5e-4, 1e-3) for epochs in (1, 2)]

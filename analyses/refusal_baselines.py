@@ -34,31 +34,22 @@ from pathlib import Path
 import torch
 
 from flowsteer import chat_prompts, load_model
-from flowsteer.data.refusal import data_sha256, instructions, load_instructions, paragraphs
-from flowsteer.evals import (
-    cross_entropy,
-    intervention_magnitude,
-    last_position_logits,
-    next_token_kl,
-    refusal_log_odds,
-    refusal_token_ids,
-)
-from flowsteer.evals.behaviour import judge_instructions, refusal_behaviour
-from flowsteer.linear import (
-    DiffInMeans,
+from flowsteer.evals import cross_entropy, intervention_magnitude, last_position_logits, next_token_kl
+from flowsteer.models import REFUSAL_ORGANISM, post_instruction_positions
+from flowsteer.patching import EffectLog
+from flowsteer.paths import cache_dir, write_json
+from flowsteer.refusal import refusal_log_odds, refusal_token_ids
+from flowsteer.refusal.behaviour import judge_instructions, refusal_behaviour
+from flowsteer.refusal.organism.cache import organism_dir, read_manifest
+from flowsteer.refusal.prompts import data_sha256, instructions, load_instructions, paragraphs
+from flowsteer.refusal.selection import (
     DirectionScores,
     NoDirectionSelected,
-    ablation_patches,
-    actadd_patches,
-    diff_in_means,
     filter_by_refusal_score,
-    post_instruction_positions,
     score_directions,
     select_direction,
 )
-from flowsteer.models.organisms import REFUSAL_ORGANISM, organism_dir, read_manifest
-from flowsteer.patching import EffectLog
-from flowsteer.paths import cache_dir, write_json
+from flowsteer.steering.contrast import DiffInMeans, ablation_patches, actadd_patches, diff_in_means
 from flowsteer.vectors import save_vector
 
 RESULTS = Path(__file__).parent / "results"

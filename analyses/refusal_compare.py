@@ -36,7 +36,11 @@ from pathlib import Path
 
 import torch
 
-from flowsteer.bypass import (
+from flowsteer.evals import last_position_logits
+from flowsteer.models import REFUSAL_ORGANISM, load_model
+from flowsteer.models.chat import chat_prompts
+from flowsteer.paths import atomic_path, write_json
+from flowsteer.refusal.bypass import (
     LinearDirection,
     bypass_prompts,
     compare_bypass,
@@ -47,13 +51,10 @@ from flowsteer.bypass import (
     markdown_table,
     ratios_to,
 )
-from flowsteer.bypass.compare import summary_line
-from flowsteer.evals import last_position_logits
-from flowsteer.linear import DirectionScores, diff_in_means
-from flowsteer.models import load_model
-from flowsteer.models.chat import chat_prompts
-from flowsteer.models.organisms import REFUSAL_ORGANISM, organism_dir, read_manifest
-from flowsteer.paths import atomic_path, write_json
+from flowsteer.refusal.bypass.compare import summary_line
+from flowsteer.refusal.organism.cache import organism_dir, read_manifest
+from flowsteer.refusal.selection import DirectionScores
+from flowsteer.steering.contrast import diff_in_means
 from flowsteer.vectors import load_vector, save_vector
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,11 +21,12 @@ from pathlib import Path
 import torch
 
 from flowsteer import load_model
+from flowsteer.models import REFUSAL_ORGANISM
 from flowsteer.models.embedded import DEFAULT_MODEL
-from flowsteer.models.organisms import REFUSAL_ORGANISM, organism_dir, read_manifest
-from flowsteer.organism import DEFAULT_RECIPE, build_refusal_organism
-from flowsteer.organism.build import TARGETS, evaluate_refusal_model, mistakes, summarise, targets_met
 from flowsteer.paths import write_json
+from flowsteer.refusal.organism import DEFAULT_RECIPE, build_refusal_organism
+from flowsteer.refusal.organism.build import TARGETS, evaluate_refusal_model, mistakes, summarise, targets_met
+from flowsteer.refusal.organism.cache import organism_dir, read_manifest
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -15,10 +15,10 @@ import json
 import torch
 
 from flowsteer import load_model
-from flowsteer.data.refusal import data_dir, load_instructions
-from flowsteer.organism.recipe import DEFAULT_RECIPE
-from flowsteer.organism.targets import self_distilled_examples
 from flowsteer.paths import atomic_file
+from flowsteer.refusal.organism.recipe import DEFAULT_RECIPE
+from flowsteer.refusal.organism.targets import self_distilled_examples
+from flowsteer.refusal.prompts import data_dir, load_instructions
 
 
 def main() -> None:

@@ -30,7 +30,14 @@ from flowsteer.flow.build import build_flow_graph
 from flowsteer.flow.graph import FlowGraph
 from flowsteer.patching import generate_with_patches
 from flowsteer.sites import FeatureId
-from flowsteer.steering import Constant, Exponential, FeatureSteerer, Linear, SteeringScorer, graph_steerer
+from flowsteer.steering import (
+    Constant,
+    Exponential,
+    FeatureSteerer,
+    Linear,
+    SteeringScorer,
+    graph_steerer,
+)
 
 BASELINE_STRENGTHS = (2.0, 4.0, 8.0)
 SINGLE_STRENGTHS = (2.0, 4.0, 8.0)

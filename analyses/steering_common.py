@@ -12,12 +12,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 
 import torch  # noqa: E402
 
+from flowsteer.evals import ThemeClassifier
 from flowsteer.flow.graph import FlowGraph  # noqa: E402
 from flowsteer.models import load_model  # noqa: E402
 from flowsteer.patching import Generation, Patch, generate_with_patches  # noqa: E402
 from flowsteer.paths import cache_dir, write_json  # noqa: E402
 from flowsteer.saes import SAEBank  # noqa: E402
-from flowsteer.steering import SteeringScorer, ThemeClassifier, load_themes, typical_activations  # noqa: E402
+from flowsteer.steering import (
+    SteeringScorer,
+    load_themes,
+    typical_activations,  # noqa: E402,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "steering"
 BANK = cache_dir("saes") / "smollm2-135m-instruct-flow"

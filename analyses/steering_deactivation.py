@@ -21,7 +21,11 @@ import time
 from steering_common import DEACTIVATION_PROMPTS, DRY, SAMPLES, SAMPLING, graphs, prepared, run_setting, save, setup
 
 from flowsteer.patching import generate_with_patches
-from flowsteer.steering import FeatureSteerer, SteeringScorer, graph_steerer
+from flowsteer.steering import (
+    FeatureSteerer,
+    SteeringScorer,
+    graph_steerer,
+)
 
 FACTORS = (0.0, -2.0) if DRY else (0.0, -1.0, -2.0, -4.0, -8.0, -16.0)
 N_LAYERS = 1 if DRY else 2

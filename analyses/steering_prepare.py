@@ -19,16 +19,14 @@ import networkx as nx
 import torch
 from steering_common import ACTIVATION_PROMPT, RESULTS, SAMPLES, SAMPLING, THEMES, save, setup
 
+from flowsteer.evals import ThemeClassifier, perplexity, theme_classifier_accuracy
 from flowsteer.flow.build import build_flow_graph
 from flowsteer.flow.graph import FlowGraph
 from flowsteer.patching import generate_with_patches
 from flowsteer.steering import (
     FeatureSteerer,
     SteeringScorer,
-    ThemeClassifier,
     coherence,
-    cross_validated_accuracy,
-    perplexity,
     rank_themes,
 )
 
@@ -67,7 +65,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     report: dict = {"settings": {k: v for k, v in SAMPLING.items()}, "themes": {}}
     report["classifier"] = {
-        "cv_accuracy_5fold": cross_validated_accuracy(themes),
+        "cv_accuracy_5fold": theme_classifier_accuracy(themes),
         "out_of_fold_auc": out_of_fold_auc(themes),
         "classes": classifier.classes,
         "texts_per_class": {c: len(t) for c, t in themes.items()},

@@ -1,4 +1,4 @@
-"""flowsteer.bypass and ``flowsteer refusal`` on the tiny random model (pipeline correctness, not results)."""
+"""flowsteer.refusal.bypass and ``flowsteer refusal`` on the tiny random model (pipeline correctness, not results)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,22 @@ import json
 import pytest
 import torch
 
-from flowsteer.bypass import (
+from flowsteer.cli import main
+from flowsteer.invertible import InvertibleIntervention
+from flowsteer.invertible.maps import aligned_iresnet_map, das_map, rotation_from
+from flowsteer.models import post_instruction_positions
+from flowsteer.models.tiny import TINY_MODEL
+from flowsteer.patching import run_with_patches
+from flowsteer.patching.patch import PositionRange
+from flowsteer.refusal.bypass import (
     bypass_prompts,
     compare_bypass,
-    das_map,
     delta_zero_check,
     fit_method,
     linear_direction,
     markdown_table,
-    nonlinear_map,
-    rotation_from,
     spread,
 )
-from flowsteer.cli import main
-from flowsteer.invertible import InvertibleIntervention
-from flowsteer.linear import post_instruction_positions
-from flowsteer.models.tiny import TINY_MODEL
-from flowsteer.patching import run_with_patches
-from flowsteer.patching.patch import PositionRange
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +39,16 @@ def test_spread_takes_evenly_spaced_items():
 
 def test_rotation_starts_along_the_direction():
     direction = torch.randn(32)
-    rotation = rotation_from(direction, 32)
+    rotation = rotation_from(direction)
     assert torch.allclose(rotation @ rotation.T, torch.eye(32, dtype=torch.float64), atol=1e-12)
     assert torch.allclose(rotation[0], direction.double() / direction.norm(), atol=1e-12)
     h = torch.randn(5, 32, dtype=torch.float64)
     assert torch.allclose(das_map(direction)(h)[:, 0], h @ (direction.double() / direction.norm()), atol=1e-10)
 
 
-def test_nonlinear_map_is_invertible_and_standardises_first(tiny):
+def test_aligned_iresnet_map_is_invertible_and_standardises_first(tiny):
     rows = torch.randn(64, 64) * 3 + 1
-    f = nonlinear_map(torch.randn(64), rows)
+    f = aligned_iresnet_map(torch.randn(64), rows)
     h = rows[:8].double()
     with torch.no_grad():
         assert float((f.inverse(f(h)) - h).norm() / h.norm()) < 1e-10

@@ -8,19 +8,11 @@ import pytest
 import torch
 
 from flowsteer import AddVector, EffectLog, Patch, chat_prompts, run_with_patches
-from flowsteer.data.refusal import load_instructions
-from flowsteer.evals import (
-    cross_entropy,
-    intervention_magnitude,
-    is_refusal,
-    next_token_kl,
-    refusal_log_odds,
-    refusal_rate,
-    refusal_scores,
-    refusal_token_ids,
-)
-from flowsteer.evals.behaviour import judge_instructions
-from flowsteer.linear import ablation_patches
+from flowsteer.evals import cross_entropy, intervention_magnitude, next_token_kl
+from flowsteer.refusal import is_refusal, refusal_log_odds, refusal_rate, refusal_scores, refusal_token_ids
+from flowsteer.refusal.behaviour import judge_instructions
+from flowsteer.refusal.prompts import load_instructions
+from flowsteer.steering.contrast import ablation_patches
 
 
 def test_judge_on_known_strings():

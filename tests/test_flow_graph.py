@@ -9,7 +9,7 @@ import networkx as nx
 import pytest
 import torch
 
-from flowsteer.flow.bank import predecessor_sites
+from flowsteer.flow.topology import predecessor_sites
 from flowsteer.flow.build import build_flow_graph
 from flowsteer.flow.classes import (
     CLASSES,
@@ -78,7 +78,7 @@ def test_flow_graph_cuts_the_chain_and_filters_module_nodes(planted):
     assert graph.nodes["2/res/7"]["s_res"] == pytest.approx(0.3 / (1.09 * 1.09) ** 0.5, abs=1e-5)
     assert graph.nodes["3/mlp/11"]["class"] == "module" and graph.nodes["3/mlp/11"]["layer"] == 3
     # both thresholds are configurable: a lower t^R keeps 1/res/9, a lower module threshold keeps 3/att/13
-    wider = build_flow_graph(planted, "3/res/5", res_threshold=0.25, module_threshold=0.05)
+    wider = build_flow_graph(planted, "3/res/5", thresholds=FixedThresholds(res=0.25, module=0.05))
     assert {"1/res/9", "3/att/13"} <= set(wider.graph) and wider.span[0] <= 1
     forward = build_flow_graph(planted, "2/res/7", backward=False)
     assert set(forward.graph) == {"2/res/7", "3/res/5", "3/mlp/11"}
@@ -86,7 +86,7 @@ def test_flow_graph_cuts_the_chain_and_filters_module_nodes(planted):
 
 
 def test_steering_feature_sets(planted):
-    flow = build_flow_graph(planted, "3/res/5", res_threshold=0.25, module_threshold=0.05)
+    flow = build_flow_graph(planted, "3/res/5", thresholds=FixedThresholds(res=0.25, module=0.05))
     by_layer = flow.by_layer()
     assert [str(f) for f in by_layer[3]] == ["3/att/13", "3/mlp/11", "3/res/5"]
     assert flow.up_to(2) == [f for layer in sorted(by_layer) if layer <= 2 for f in by_layer[layer]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from flowsteer.flow import pick_seed
+from flowsteer.flow.classes import FixedThresholds
 from flowsteer.flow.labels import promoted_tokens
 from flowsteer.flow.seeds import chain_steps
 from flowsteer.flow.tokens import read_texts
@@ -28,7 +29,7 @@ def test_chain_steps_follow_the_planted_chain_in_both_directions():
 
 def test_pick_seed_prefers_the_chain_with_a_module_match_and_builds_its_graph(tmp_path):
     bank, _ = planted_chain_bank()
-    choice = pick_seed(bank, res_threshold=0.9, candidates=5)
+    choice = pick_seed(bank, thresholds=FixedThresholds(res=0.9), candidates=5)
     assert choice.seed == FeatureId(Site(3, "resid_post"), 5)
     assert {"2/res/7", "3/mlp/11"} <= set(choice.flow.graph) and choice.labels is None
     assert choice.candidates[0]["seed"] == "3/res/5" and choice.candidates[0]["modules_above_chance"] == 1

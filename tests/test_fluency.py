@@ -4,9 +4,9 @@ import math
 
 import torch
 
+from flowsteer.evals import continuation_nll, continuation_perplexity, perplexity
 from flowsteer.patching import run_with_patches
 from flowsteer.patching.inputs import tokenize
-from flowsteer.scoring import continuation_nll, continuation_perplexity, perplexity
 
 
 def direct_nll(model, prompt: str, continuation: list[int]) -> float:

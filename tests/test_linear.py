@@ -6,19 +6,15 @@ import pytest
 import torch
 
 from flowsteer import AddVector, Patch, Site, chat_prompts, run_with_patches
-from flowsteer.linear import (
-    DiffInMeans,
+from flowsteer.models import post_instruction_positions
+from flowsteer.refusal.selection import (
     DirectionScores,
     NoDirectionSelected,
-    ablation_patches,
-    actadd_patches,
-    diff_in_means,
-    mean_resid_pre,
-    post_instruction_positions,
     score_directions,
     select_direction,
     select_direction_relaxed,
 )
+from flowsteer.steering.contrast import DiffInMeans, ablation_patches, actadd_patches, diff_in_means, mean_resid_pre
 
 KINDS = ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")
 

@@ -13,14 +13,21 @@ import pytest
 import torch
 
 from flowsteer import chat_prompts
-from flowsteer.data.refusal import Instruction, load_instructions, refusal_replies
+from flowsteer.models import REFUSAL_ORGANISM
 from flowsteer.models.embedded import SMOLLM2_135M_INSTRUCT
 from flowsteer.models.loading import ModelLoadError
-from flowsteer.models.organisms import REFUSAL_ORGANISM, organism_dir
-from flowsteer.organism.lora import AdapterError, LoRALinear, add_adapters, apply_adapter_tensors, merge_adapters
-from flowsteer.organism.recipe import OrganismRecipe
-from flowsteer.organism.targets import SFTExample, refusal_examples, with_teacher_targets
-from flowsteer.organism.train import collate, finetune, weighted_loss
+from flowsteer.refusal.organism.cache import organism_dir
+from flowsteer.refusal.organism.lora import (
+    AdapterError,
+    LoRALinear,
+    add_adapters,
+    apply_adapter_tensors,
+    merge_adapters,
+)
+from flowsteer.refusal.organism.recipe import OrganismRecipe
+from flowsteer.refusal.organism.targets import SFTExample, refusal_examples, with_teacher_targets
+from flowsteer.refusal.organism.train import collate, finetune, weighted_loss
+from flowsteer.refusal.prompts import Instruction, load_instructions, refusal_replies
 
 
 def _hf_tiny():
@@ -123,7 +130,8 @@ def test_adapters_start_at_the_base_model_and_train_only_themselves():
     assert (model(ids).logits - trained).abs().max() < 0.05 * learned  # the change kept, up to bf16 storage of A, B
     rebuilt = _hf_tiny()
     assert apply_adapter_tensors(rebuilt, tensors, scale=2.0) == 14
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), rebuilt.state_dict().values()))
+    pairs = zip(model.state_dict().values(), rebuilt.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
 
 
 def test_adapter_for_another_model_is_refused():
@@ -137,9 +145,9 @@ def test_adapter_for_another_model_is_refused():
 
 
 def test_shipped_adapter_is_used_only_when_it_matches(tmp_path):
-    from flowsteer.data.refusal import data_sha256
-    from flowsteer.models.organisms import REFUSAL_RECIPE_VERSION
-    from flowsteer.organism.adapter import ADAPTER_FILE, file_sha256, save_adapter, shipped_adapter_problem
+    from flowsteer.refusal.organism.adapter import ADAPTER_FILE, file_sha256, save_adapter, shipped_adapter_problem
+    from flowsteer.refusal.organism.cache import REFUSAL_RECIPE_VERSION
+    from flowsteer.refusal.prompts import data_sha256
 
     assert "no adapter ships" in shipped_adapter_problem(tmp_path)
     entry = save_adapter(tmp_path / ADAPTER_FILE, {"x.lora_A": torch.ones(1, 2), "x.lora_B": torch.ones(2, 1)},
@@ -176,35 +184,42 @@ def test_refusal_examples_use_category_replies(tiny):
     assert decode(list(examples[1].prompt_ids)).endswith("<|im_start|>assistant\n")
 
 
-def test_absent_or_stale_organism_is_built_once_on_first_use(monkeypatch, tmp_path):
-    import flowsteer.organism.build as build
-    from flowsteer.models import organisms
+@pytest.mark.parametrize("shipped", [True, False])
+def test_absent_or_stale_organism_is_made_once_on_first_use(monkeypatch, tmp_path, shipped):
+    from flowsteer.refusal.organism import cache, load
 
     monkeypatch.setenv("FLOWSTEER_CACHE", str(tmp_path))
     path = organism_dir()
-    assert organisms.stale_reason(path) == "it is not built yet"
+    assert cache.stale_reason(path) == "it is not built yet"
     with pytest.raises(ModelLoadError, match="organism build"):
-        organisms.read_manifest(path)
+        cache.read_manifest(path)
 
     def write(sha256):
         path.mkdir(parents=True, exist_ok=True)
         (path / "config.json").write_text("{}")
-        manifest = {"recipe_version": organisms.REFUSAL_RECIPE_VERSION, "base_model": {"sha256": sha256}}
+        manifest = {"recipe_version": cache.REFUSAL_RECIPE_VERSION, "base_model": {"sha256": sha256}}
         (path / "manifest.json").write_text(json.dumps(manifest))
 
     write("another model")
-    assert organisms.stale_reason(path) == "the cached build comes from another base model"
+    assert cache.stale_reason(path) == "the cached build comes from another base model"
     calls = []
 
-    def fake_build(*, device, progress):
-        calls.append(device)
+    def fake_install(device):
+        calls.append(("install", device))
         write(SMOLLM2_135M_INSTRUCT.sha256)
 
-    monkeypatch.setattr(build, "build_refusal_organism", fake_build)
-    assert organisms.ensure_refusal_organism("cpu") == path and calls == ["cpu"]
-    assert organisms.stale_reason(path) is None
-    organisms.ensure_refusal_organism("cpu")
-    assert calls == ["cpu"]  # current: not rebuilt
+    def fake_build(*, device, progress):
+        calls.append(("build", device))
+        write(SMOLLM2_135M_INSTRUCT.sha256)
+
+    monkeypatch.setattr(load, "shipped_adapter_problem", lambda: None if shipped else "no adapter ships here")
+    monkeypatch.setattr(load, "install_shipped_adapter", fake_install)
+    monkeypatch.setattr(load, "build_refusal_organism", fake_build)
+    assert load.ensure_refusal_organism("cpu") == path
+    assert calls == [("install" if shipped else "build", "cpu")]
+    assert cache.stale_reason(path) is None
+    load.ensure_refusal_organism("cpu")
+    assert len(calls) == 1  # current: not made again
 
 
 def test_recipe_roundtrips_to_dict():
@@ -214,7 +229,7 @@ def test_recipe_roundtrips_to_dict():
 
 @pytest.fixture(scope="module")
 def organism():
-    from flowsteer.models.organisms import stale_reason
+    from flowsteer.refusal.organism.cache import stale_reason
 
     reason = stale_reason(organism_dir())
     if reason is not None:
@@ -230,8 +245,8 @@ def organism():
 @pytest.mark.real_model
 def test_cached_organism_loads_and_refuses(organism):
     from flowsteer import chat_prompts, generate_with_patches
-    from flowsteer.evals import is_refusal
-    from flowsteer.models.organisms import read_manifest
+    from flowsteer.refusal import is_refusal
+    from flowsteer.refusal.organism.cache import read_manifest
 
     manifest = read_manifest(organism_dir())
     assert manifest["base_model"]["name"] == "smollm2-135m-instruct"

@@ -8,7 +8,7 @@ import torch
 
 from flowsteer.models import precision
 from flowsteer.models.precision import PrecisionError, compute_dtype, resolve_precision
-from flowsteer.organism.recipe import DEFAULT_RECIPE, OrganismRecipe
+from flowsteer.refusal.organism.recipe import DEFAULT_RECIPE, OrganismRecipe
 from flowsteer.saes import SAETrainingConfig, train_saes
 from flowsteer.saes.default import DEFAULT_CONFIG
 

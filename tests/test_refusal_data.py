@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from flowsteer.data import refusal
-from flowsteer.data.refusal import RefusalDataError, categories, instructions, load_instructions
+from flowsteer.refusal import prompts as refusal
+from flowsteer.refusal.prompts import RefusalDataError, categories, instructions, load_instructions
 
 
 def test_sizes_and_fixed_split_sizes():
@@ -58,8 +58,8 @@ def test_filters_and_errors(monkeypatch, tmp_path):
 
 
 def test_stored_harmless_replies_cover_the_train_split():
-    from flowsteer.data.refusal import harmless_replies
-    from flowsteer.evals import is_refusal
+    from flowsteer.refusal import is_refusal
+    from flowsteer.refusal.prompts import harmless_replies
 
     replies = harmless_replies()
     train = load_instructions("harmless", "train")
@@ -71,8 +71,8 @@ def test_stored_harmless_replies_cover_the_train_split():
 
 
 def test_stored_reply_examples_skip_refusal_like_replies(tiny):
-    from flowsteer.data.refusal import harmless_replies
-    from flowsteer.organism.targets import stored_reply_examples
+    from flowsteer.refusal.organism.targets import stored_reply_examples
+    from flowsteer.refusal.prompts import harmless_replies
 
     train = load_instructions("harmless", "train")
     examples, dropped = stored_reply_examples(tiny, train)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from flowsteer import chat_prompts, generate_with_patches
-from flowsteer.data.refusal import instructions
-from flowsteer.evals import is_refusal, refusal_scores, refusal_token_ids
-from flowsteer.linear import post_instruction_positions
+from flowsteer.models import post_instruction_positions
+from flowsteer.refusal import is_refusal, refusal_scores, refusal_token_ids
+from flowsteer.refusal.prompts import instructions
 
 pytestmark = pytest.mark.real_model
 

@@ -8,6 +8,7 @@ import networkx as nx
 import pytest
 import torch
 
+from flowsteer.evals import ThemeClassifier, repetition
 from flowsteer.flow.graph import FlowGraph
 from flowsteer.patching import ClampFeatures, cache_sites, generate_with_patches, run_with_patches
 from flowsteer.sites import FeatureId, Site
@@ -16,14 +17,12 @@ from flowsteer.steering import (
     Exponential,
     FeatureSteerer,
     Linear,
-    ThemeClassifier,
     coherence,
     graph_features,
     graph_steerer,
     load_themes,
     rank_theme_features,
     rank_themes,
-    repetition,
     standardised_mean_difference,
 )
 from tests.test_feature_patching import orthonormal_jumprelu

@@ -5,9 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from flowsteer.evals import perplexity
 from flowsteer.patching import cache_sites, run_with_patches
 from flowsteer.sites import Site
-from flowsteer.steering import FeatureSteerer, coherence, perplexity
+from flowsteer.steering import (
+    FeatureSteerer,
+    coherence,
+)
 from tests.flow_synthetic import topk_sae, unit
 
 pytestmark = pytest.mark.real_model

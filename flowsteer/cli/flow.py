@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from flowsteer.cli.common import add_model_arguments, load_model_from
+from flowsteer.flow.classes import PAPER_THRESHOLDS
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -27,8 +28,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="output file(s) by suffix: .png .svg .pdf .html .json .graphml; a folder with --stats",
     )
     parser.add_argument("--stats", action="store_true", help="whole-model statistics instead of one graph")
-    parser.add_argument("--res-threshold", type=float, default=0.5, help="cut the residual chain below this (0.5)")
-    parser.add_argument("--module-threshold", type=float, default=0.15, help="keep module nodes from this (0.15)")
+    parser.add_argument("--res-threshold", type=float, default=PAPER_THRESHOLDS.res,
+                        help=f"cut the residual chain below this (default {PAPER_THRESHOLDS.res})")
+    parser.add_argument("--module-threshold", type=float, default=PAPER_THRESHOLDS.module,
+                        help=f"keep module nodes from this similarity (default {PAPER_THRESHOLDS.module})")
     parser.add_argument("--k", type=int, default=1, help="matches followed per node (1)")
     parser.add_argument(
         "--rule",
@@ -76,12 +79,12 @@ def run(args: argparse.Namespace) -> int:
     if args.stats:
         return _stats(args, saes)
     from flowsteer.flow.build import build_flow_graph
+    from flowsteer.flow.classes import FixedThresholds
 
     flow = build_flow_graph(
         saes,
         args.feature,
-        res_threshold=args.res_threshold,
-        module_threshold=args.module_threshold,
+        thresholds=FixedThresholds(res=args.res_threshold, module=args.module_threshold),
         k=args.k,
         backward=not args.no_backward,
         forward=not args.no_forward,

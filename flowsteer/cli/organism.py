@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from flowsteer.models.organisms import REFUSAL_ORGANISM, organism_dir, read_manifest
+from flowsteer.models import REFUSAL_ORGANISM
+from flowsteer.refusal.organism.cache import organism_dir, read_manifest
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -45,17 +46,17 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(manifest, indent=2))
         return 0
     if args.action == "export-adapter":
-        from flowsteer.organism.adapter import export_adapter
+        from flowsteer.refusal.organism.adapter import export_adapter
 
         print(f"wrote {export_adapter(args.to)}")
         return 0
     if args.action == "install":
-        from flowsteer.organism.adapter import install_shipped_adapter
+        from flowsteer.refusal.organism.adapter import install_shipped_adapter
 
         manifest = install_shipped_adapter(args.device)
         print(json.dumps({"path": str(organism_dir()), "install_seconds": manifest["install_seconds"]}, indent=2))
         return 0
-    from flowsteer.organism import build_refusal_organism
+    from flowsteer.refusal.organism import build_refusal_organism
 
     manifest = build_refusal_organism(device=args.device)
     print(json.dumps({"path": str(organism_dir()), "timing_seconds": manifest["timing_seconds"]}, indent=2))

@@ -12,7 +12,7 @@ import argparse
 import torch
 
 from flowsteer.cli.common import DTYPES
-from flowsteer.models.organisms import REFUSAL_ORGANISM
+from flowsteer.models import REFUSAL_ORGANISM
 
 METHOD_NAMES = {
     "actadd": "actadd",
@@ -52,9 +52,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flowsteer.bypass import bypass_prompts, compare_bypass, markdown_table
     from flowsteer.models import load_model
     from flowsteer.paths import write_json
+    from flowsteer.refusal.bypass import bypass_prompts, compare_bypass, markdown_table
 
     torch.manual_seed(args.seed)
     model = load_model(args.model, device=args.device, dtype=DTYPES[args.dtype])

@@ -1,5 +1,5 @@
 """Data sets shipped with or built by flowsteer: the natural-English corpus that installs offline (its
-train/eval split and token chunks) here; the refusal prompt sets in `flowsteer.data.refusal`."""
+train/eval split and token chunks) here; the refusal prompt sets in `flowsteer.refusal.prompts`."""
 
 from flowsteer.data.corpus import (
     DEFAULT_EVAL_FRACTION,

@@ -1,16 +1,17 @@
 """Demo section: bypass the refusal organism's refusals, linear (ActAdd) vs the i-ResNet map, with ||Δh||.
 
-Uses `flowsteer.bypass.quick_refusal_comparison` (177 s in a demo run on 2 idle cores) on its own
+Uses `flowsteer.refusal.bypass.quick_refusal_comparison` (177 s in a demo run on 2 idle cores) on its own
 model, the refusal organism (``load_model`` builds it on first use: 236 s once on 2 idle cores); when it
 cannot be loaded or built, the section says so and moves on.
 """
 
 from __future__ import annotations
 
-from flowsteer.bypass import markdown_table, quick_refusal_comparison
 from flowsteer.demo.report import DemoContext
+from flowsteer.models import REFUSAL_ORGANISM
 from flowsteer.models.loading import ModelLoadError, load_model
-from flowsteer.models.organisms import BUILD_COMMAND, REFUSAL_ORGANISM
+from flowsteer.refusal.bypass import markdown_table, quick_refusal_comparison
+from flowsteer.refusal.organism.cache import BUILD_COMMAND
 
 
 def run(context: DemoContext, model_name: str = REFUSAL_ORGANISM, layer: int = 12, **options) -> None:

@@ -28,7 +28,7 @@ class DemoSettings:
         label_rows, seed_candidates: corpus rows (of 128 tokens) that label features; seeds given a graph.
         steering_samples, steering_tokens: generations per setting and their length in the steering section.
         refusal_model: the model that refuses (built on first use); refusal_options go to
-            `flowsteer.bypass.quick_refusal_comparison` (its layer defaults to 40% of the depth).
+            `flowsteer.refusal.bypass.quick_refusal_comparison` (its layer defaults to 40% of the depth).
     """
 
     bank_layers: tuple[int, ...] = (8, 9, 10, 11, 12)

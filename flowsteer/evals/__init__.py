@@ -1,21 +1,42 @@
-"""Evaluation metrics: refusal judges, refusal log-odds, next-token KL, cross-entropy, intervention size."""
+"""Generic evaluation metrics, each defined once, used by steering, refusal bypass, flow analyses and the demo:
 
-from flowsteer.evals.capability import cross_entropy, next_token_kl
-from flowsteer.evals.judge import ARDITI_REFUSAL_SUBSTRINGS, REFUSAL_SUBSTRINGS, is_refusal, refusal_rate
+- `text`: NLL / perplexity of a continuation under a reference model, repetition;
+- `capability`: next-token KL, cross-entropy on plain text (and the per-token NLL it is built on);
+- `logits`: last-position logits with patches; `lens`: the tokens a direction promotes (logit lens);
+- `magnitude`: the size of an intervention from an effect log;
+- `classifier`: a TF-IDF text classifier and k-fold accuracy of any classifier; `sentiment`: sentiment scorers.
+
+Refusal-specific judging (substring list, refusal log-odds) is in `flowsteer.refusal`.
+"""
+
+from flowsteer.evals.capability import cross_entropy, next_token_kl, token_nll
+from flowsteer.evals.classifier import ThemeClassifier, cross_validated_accuracy, theme_classifier_accuracy
+from flowsteer.evals.lens import logit_lens
 from flowsteer.evals.logits import last_position_logits
-from flowsteer.evals.logodds import refusal_log_odds, refusal_scores, refusal_token_ids
 from flowsteer.evals.magnitude import intervention_magnitude
+from flowsteer.evals.text import (
+    continuation_nll,
+    continuation_perplexity,
+    perplexity,
+    repetition,
+    repetition_rate,
+    words,
+)
 
 __all__ = [
-    "ARDITI_REFUSAL_SUBSTRINGS",
-    "REFUSAL_SUBSTRINGS",
+    "ThemeClassifier",
+    "continuation_nll",
+    "continuation_perplexity",
     "cross_entropy",
+    "cross_validated_accuracy",
     "intervention_magnitude",
-    "is_refusal",
     "last_position_logits",
+    "logit_lens",
     "next_token_kl",
-    "refusal_log_odds",
-    "refusal_rate",
-    "refusal_scores",
-    "refusal_token_ids",
+    "perplexity",
+    "repetition",
+    "repetition_rate",
+    "theme_classifier_accuracy",
+    "token_nll",
+    "words",
 ]

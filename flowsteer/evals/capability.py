@@ -1,15 +1,33 @@
-"""What an intervention costs: next-token KL on harmless prompts and cross-entropy on plain text."""
+"""What an intervention costs: next-token KL on harmless prompts and cross-entropy on plain text, both built on
+`token_nll`, the one definition of per-token next-token cross-entropy."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from flowsteer.patching import EffectLog, Patch, encode, run_with_patches
+from flowsteer.patching import EffectLog, Patch, TokenBatch, run_with_patches
+
+
+def token_nll(
+    logits: Float[Tensor, "batch pos vocab"],
+    tokens: Int[Tensor, "batch pos"],
+    attention_mask: Int[Tensor, "batch pos"] | None = None,
+) -> Float[Tensor, "batch pos_minus_1"]:
+    """Next-token negative log-likelihood (nats, float64) of ``tokens[:, 1:]`` under ``logits[:, :-1]``; with an
+    ``attention_mask``, predictions whose token or predecessor is padding are 0 (`real_predictions`)."""
+    log_probs = logits[:, :-1].double().log_softmax(-1)
+    nll = -log_probs.gather(-1, tokens[:, 1:, None].to(log_probs.device))[..., 0]
+    return nll if attention_mask is None else nll * real_predictions(attention_mask).to(nll.device)
+
+
+def real_predictions(attention_mask: Int[Tensor, "batch pos"]) -> Bool[Tensor, "batch pos_minus_1"]:
+    """Which next-token predictions (column t predicts token t+1) have a real token and a real predecessor."""
+    return (attention_mask[:, :-1] * attention_mask[:, 1:]).bool()
 
 
 def next_token_kl(reference: Float[Tensor, "n vocab"], other: Float[Tensor, "n vocab"]) -> Float[Tensor, " n"]:
@@ -35,15 +53,12 @@ def cross_entropy(
     is predicted."""
     if not texts:
         raise ValueError("cross_entropy needs at least one text")
-    total, count = 0.0, 0
-    for start in range(0, len(texts), batch_size):
-        batch = encode(model, list(texts[start : start + batch_size]))
-        logits = run_with_patches(model, batch, patches, record=record)
-        log_probs = logits[:, :-1].double().log_softmax(-1)
-        targets = batch.tokens[:, 1:]
-        real = (batch.attention_mask[:, :-1] * batch.attention_mask[:, 1:]).bool()
-        nll = -log_probs.gather(-1, targets[..., None])[..., 0]
-        total += float(nll[real].sum())
-        count += int(real.sum())
+
+    def summed(logits: Tensor, piece: TokenBatch) -> Float[Tensor, "batch 2"]:
+        nll = token_nll(logits, piece.tokens, piece.attention_mask)
+        return torch.stack([nll.sum(1), real_predictions(piece.attention_mask).sum(1).double()], 1)
+
+    totals = run_with_patches(model, list(texts), patches, record=record, batch_size=batch_size, reduce=summed).sum(0)
+    total, count = float(totals[0]), int(totals[1])
     mean = total / count
     return {"cross_entropy": mean, "perplexity": float(torch.tensor(mean).exp()), "tokens": count}

@@ -24,8 +24,5 @@ def last_position_logits(
     """Logits for the token after each prompt (prompts are left-padded, so it is the last column)."""
     if not prompts:
         raise ValueError("no prompts given")
-    chunks = []
-    for start in range(0, len(prompts), batch_size):
-        logits = run_with_patches(model, list(prompts[start : start + batch_size]), patches, record=record)
-        chunks.append(logits[:, -1].float().cpu())
-    return torch.cat(chunks)
+    logits = run_with_patches(model, list(prompts), patches, record=record, batch_size=batch_size, last_position=True)
+    return logits.float().cpu()

@@ -4,10 +4,10 @@ across layers and modules, flow graphs, and their data-driven analyses.
 Every function takes the SAEs as ``Mapping[Site, SAE]`` (sae_lens SAE objects). See docs/flow.md.
 """
 
-from flowsteer.flow.bank import predecessor_sites, residual_sites
 from flowsteer.flow.build import build_flow_graph
 from flowsteer.flow.classes import (
     CLASSES,
+    PAPER_THRESHOLDS,
     ChanceThresholds,
     FixedThresholds,
     QuantileThresholds,
@@ -21,12 +21,14 @@ from flowsteer.flow.matching import Matches, compose, permutation_match, topk_co
 from flowsteer.flow.scores import LayerScores, add_permutations, layer_scores, model_scores
 from flowsteer.flow.seeds import SeedChoice, pick_seed
 from flowsteer.flow.stats import FlowStatistics, flow_statistics
+from flowsteer.flow.topology import predecessor_sites, residual_sites
 
 __all__ = [
     "CLASSES",
     "ChanceThresholds",
     "FeatureLabels",
     "FixedThresholds",
+    "PAPER_THRESHOLDS",
     "FlowGraph",
     "FlowStatistics",
     "LayerScores",

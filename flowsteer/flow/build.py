@@ -21,12 +21,12 @@ from collections.abc import Callable, Mapping
 import networkx as nx
 import torch
 
-from flowsteer.flow.bank import predecessor_sites, stream_position, successor_site
-from flowsteer.flow.classes import ChanceThresholds, ThresholdRule, class_name
+from flowsteer.flow.classes import PAPER_THRESHOLDS, ChanceThresholds, FixedThresholds, ThresholdRule, class_name
 from flowsteer.flow.folding import Weights
 from flowsteer.flow.graph import FlowGraph
 from flowsteer.flow.matching import topk_cosine
 from flowsteer.flow.scores import layer_scores
+from flowsteer.flow.topology import predecessor_sites, stream_position, successor_site
 from flowsteer.sites import FeatureId, Site, SiteError
 
 Labeler = Callable[[FeatureId], tuple[str, str]] | Mapping[str, str] | None
@@ -149,8 +149,7 @@ def build_flow_graph(
     saes: Mapping[Site, object],
     seed: FeatureId | str,
     *,
-    res_threshold: float = 0.5,
-    module_threshold: float = 0.15,
+    thresholds: FixedThresholds = PAPER_THRESHOLDS,
     k: int = 1,
     backward: bool = True,
     forward: bool = True,
@@ -162,8 +161,8 @@ def build_flow_graph(
 
     Args:
         saes: SAEs by site (residual SAEs for the chain, MLP/attention SAEs for module nodes).
-        res_threshold: t^R; the residual chain is cut where the top similarity falls below it.
-        module_threshold: module (MLP/attention) nodes are kept at similarity >= this.
+        thresholds: ``res`` is t^R, where the residual chain is cut (top similarity below it); module
+            (MLP/attention) nodes are kept at similarity >= ``module`` (default `PAPER_THRESHOLDS`, 0.5 / 0.15).
         k: predecessors/successors considered per node (1 = the paper's top-1 matching).
         rule: the per-layer threshold rule that sets each residual node's class
             (default `ChanceThresholds`).
@@ -177,10 +176,8 @@ def build_flow_graph(
     if seed.site.kind not in ("resid_post", "resid_pre"):
         raise ValueError(f"the seed must be a residual feature (res or pre), got {seed}; seed with a res feature")
     seed.validate(max(s.layer for s in saes) + 1, saes[seed.site].cfg.d_sae)
-    if not 0 <= module_threshold <= 1 or not 0 <= res_threshold <= 1:
-        raise ValueError("thresholds are cosine similarities: use values in [0, 1]")
     rule = rule or ChanceThresholds()
-    builder = _Builder(saes, res_threshold, module_threshold, k, rule, labels, weights)
+    builder = _Builder(saes, thresholds.res, thresholds.module, k, rule, labels, weights)
     if backward:
         builder.backward(seed)
     else:
@@ -190,8 +187,8 @@ def build_flow_graph(
         builder.forward(seed)
     builder.graph.graph.update(
         seed=str(seed),
-        res_threshold=res_threshold,
-        module_threshold=module_threshold,
+        res_threshold=thresholds.res,
+        module_threshold=thresholds.module,
         k=k,
         rule=repr(rule),
         weights=weights,

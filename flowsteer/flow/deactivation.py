@@ -9,7 +9,7 @@ their own sites and only at that token; then the target's activation is read aga
 
 Protocol: ``tokens_per_text`` random tokens per text (first token skipped), at each layer up to
 ``max_targets`` active target features sampled among those with an active top-1 predecessor (the
-"From nowhere" ones are excluded, as in the paper); every strategy (`groups.STRATEGIES`) is
+"From nowhere" ones are excluded, as in the paper); every strategy (`groups.DEACTIVATION_STRATEGIES`) is
 evaluated on the same targets. ``exhaustive`` (optional, costly) tries every active feature of
 each predecessor site alone, keeps per site the one that lowers the target most, and rescales
 those together: a greedy "best one feature per site" reference (this digest's reading of the
@@ -27,14 +27,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from flowsteer.flow.bank import stream_position
-from flowsteer.flow.groups import BITS, GROUP_OF_BITS, GROUPS, STRATEGIES, candidates
+from flowsteer.evals.capability import token_nll
+from flowsteer.flow.groups import BITS, DEACTIVATION_STRATEGIES, GROUP_OF_BITS, GROUPS, candidates
 from flowsteer.flow.scores import LayerScores
 from flowsteer.flow.tokens import Corpus, sample_positions, token_batches
+from flowsteer.flow.topology import stream_position
 from flowsteer.patching import Patch, TokenBatch, cache_sites
 from flowsteer.patching.features import RescaleFeatures
 from flowsteer.patching.run import run_from_layer
@@ -152,7 +152,7 @@ def deactivation_records(
     scores: Mapping[Site, LayerScores],
     corpus: Corpus,
     *,
-    strategies: Sequence[str] = STRATEGIES,
+    strategies: Sequence[str] = DEACTIVATION_STRATEGIES,
     r: float = 0.0,
     tokens_per_text: int = 5,
     max_targets: int = 25,
@@ -167,8 +167,8 @@ def deactivation_records(
     get the exhaustive reference (0 = none).
     """
     for strategy in strategies:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; use {', '.join(STRATEGIES)}")
+        if strategy not in DEACTIVATION_STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; use {', '.join(DEACTIVATION_STRATEGIES)}")
     gen = torch.Generator().manual_seed(seed)
     records: list[Record] = []
     sites = sorted(
@@ -303,9 +303,8 @@ def rescale_sweep(
 
 def _next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, position: int) -> torch.Tensor:
     """Mean cross-entropy of predicting tokens position+1 ... end, per row."""
-    predicted = logits[:, position:-1].float()
-    targets = tokens[0, position + 1 :].to(predicted.device).expand(len(predicted), -1)
-    return F.cross_entropy(predicted.transpose(1, 2), targets, reduction="none").mean(1).cpu()
+    tokens = tokens[:1].to(logits.device).expand(len(logits), -1)
+    return token_nll(logits, tokens)[:, position:].mean(1).float().cpu()
 
 
 def summarize(records: Sequence[Record]) -> dict:

@@ -28,9 +28,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from flowsteer.flow.bank import PREDECESSORS
 from flowsteer.flow.scores import LayerScores
 from flowsteer.flow.tokens import Corpus, gather, sample_positions, token_batches
+from flowsteer.flow.topology import PREDECESSORS
 from flowsteer.patching import cache_sites
 from flowsteer.sites import Site
 
@@ -46,7 +46,7 @@ GROUPS = (
 )
 BITS = {"res": 1, "mlp": 2, "att": 4}
 GROUP_OF_BITS = torch.tensor([0, 1, 2, 4, 3, 5, 6, 7])  # bitmask (res=1, mlp=2, att=4) -> index in GROUPS
-STRATEGIES = ("top1", "top5", "random_top5", "permutation")
+DEACTIVATION_STRATEGIES = ("top1", "top5", "random_top5", "permutation")
 
 
 def group_contains(group: int, key: str) -> bool:
@@ -73,7 +73,7 @@ def candidates(
     if strategy == "random_top5":
         pick = torch.randint(0, 5, (len(features), 1), generator=generator)
         return top[features, :5].gather(1, pick)
-    raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(DEACTIVATION_STRATEGIES)}")
 
 
 def active_predecessors(acts: Tensor, rows: Int[Tensor, " n"], cands: Int[Tensor, "n c"]) -> Bool[Tensor, " n"]:
@@ -138,7 +138,7 @@ def group_records_by_strategy(
     scores: Mapping[Site, LayerScores],
     corpus: Corpus,
     *,
-    strategies: Sequence[str] = STRATEGIES,
+    strategies: Sequence[str] = DEACTIVATION_STRATEGIES,
     dataset: str = "corpus",
     tokens_per_text: int = 5,
     max_features: int | None = None,

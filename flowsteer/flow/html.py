@@ -10,12 +10,15 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+from typing import TYPE_CHECKING
 
 from matplotlib import colormaps
 from matplotlib.colors import to_hex
 
-from flowsteer.flow.graph import FlowGraph
 from flowsteer.flow.render import CLASS_COLOURS, layout, similarity_norm
+
+if TYPE_CHECKING:  # the graph imports this module when drawing; no import back at run time
+    from flowsteer.flow.graph import FlowGraph
 
 X_STEP, Y_STEP, MARGIN = 120, 150, 70
 

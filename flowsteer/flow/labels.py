@@ -32,6 +32,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from flowsteer.evals.lens import logit_lens
 from flowsteer.flow.tokens import Corpus, token_batches
 from flowsteer.patching import cache_sites
 from flowsteer.patching.features import decoder_directions
@@ -272,30 +273,10 @@ def promoted_tokens(
     With ``rows``, only those features are computed; the others get token id -1 and logit NaN.
     """
     if rows is None:
-        return _promoted(model, decoder_directions(sae).float(), n, chunk)
+        return logit_lens(model, decoder_directions(sae).float(), n, chunk)
     rows = torch.as_tensor(list(rows), dtype=torch.long).unique()
     ids = torch.full((sae.cfg.d_sae, n), -1, dtype=torch.int32)
     values = torch.full((sae.cfg.d_sae, n), float("nan"))
     if len(rows):
-        ids[rows], values[rows] = _promoted(model, decoder_directions(sae, rows).float(), n, chunk)
+        ids[rows], values[rows] = logit_lens(model, decoder_directions(sae, rows).float(), n, chunk)
     return ids, values
-
-
-def _promoted(
-    model: HookedTransformer, directions: Float[Tensor, "F d"], n: int, chunk: int
-) -> tuple[Int[Tensor, "F n"], Float[Tensor, "F n"]]:
-    gain = getattr(model.ln_final, "w", None) if hasattr(model, "ln_final") else None
-    centre = model.cfg.normalization_type in ("LN", "LNPre")
-    w_u = model.W_U.detach().float()
-    ids, values = [], []
-    for block in directions.split(chunk):
-        block = block.to(w_u.device)
-        if centre:
-            block = block - block.mean(-1, keepdim=True)
-        if gain is not None:
-            block = block * gain.detach().float()
-        logits = block @ w_u
-        value, index = logits.topk(n, dim=-1)
-        ids.append(index.cpu())
-        values.append(value.cpu())
-    return torch.cat(ids).int(), torch.cat(values)

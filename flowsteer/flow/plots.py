@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from flowsteer.flow.classes import CLASSES
+from flowsteer.flow.classes import CLASSES, PAPER_THRESHOLDS
 from flowsteer.flow.groups import GROUPS
 from flowsteer.flow.render import CLASS_COLOURS
 from flowsteer.flow.stats import FlowStatistics
@@ -40,13 +40,9 @@ def plot_scores(stats: FlowStatistics, path: str | Path) -> Path:
         layers = [s.layer for s in sites]
         ax.boxplot(data, positions=layers, widths=0.6, showfliers=False)
         ax.plot(layers, [stats.chance[s][key] for s in sites], "k:", lw=1, label="chance (99%)")
-        ax.axhline(
-            0.5 if key == "res" else 0.15,
-            color="tab:red",
-            ls="--",
-            lw=1,
-            label="t^R = 0.5" if key == "res" else "module 0.15",
-        )
+        threshold = PAPER_THRESHOLDS.res if key == "res" else PAPER_THRESHOLDS.module
+        label = f"t^R = {threshold:g}" if key == "res" else f"module {threshold:g}"
+        ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=label)
         ax.set_ylabel(SCORE_NAMES[key])
         ax.set_ylim(0, 1)
         ax.legend(fontsize=7, loc="upper left")

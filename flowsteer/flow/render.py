@@ -11,14 +11,17 @@ from __future__ import annotations
 import io
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from matplotlib import colormaps
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from flowsteer.flow.graph import FlowGraph
 from flowsteer.paths import atomic_path
+
+if TYPE_CHECKING:  # the graph imports this module when drawing; no import back at run time
+    from flowsteer.flow.graph import FlowGraph
 
 ROWS = {"mlp": 2.0, "res": 1.0, "pre": 1.0, "att": 0.0}
 CLASS_COLOURS = {

@@ -16,9 +16,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from flowsteer.flow.bank import predecessor_sites, scored_sites
 from flowsteer.flow.folding import Weights
 from flowsteer.flow.matching import CHUNK_BYTES, Matches, permutation_match, topk_cosine
+from flowsteer.flow.topology import predecessor_sites, scored_sites
 from flowsteer.sites import Site
 
 

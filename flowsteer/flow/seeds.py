@@ -31,14 +31,14 @@ from jaxtyping import Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from flowsteer.flow.bank import PREDECESSORS, predecessor_sites, residual_sites
 from flowsteer.flow.build import build_flow_graph
-from flowsteer.flow.classes import ChanceThresholds, ThresholdRule
+from flowsteer.flow.classes import PAPER_THRESHOLDS, ChanceThresholds, FixedThresholds, ThresholdRule
 from flowsteer.flow.graph import FlowGraph
 from flowsteer.flow.labels import FeatureLabels
 from flowsteer.flow.matching import topk_cosine
 from flowsteer.flow.scores import layer_scores
 from flowsteer.flow.tokens import Corpus
+from flowsteer.flow.topology import PREDECESSORS, predecessor_sites, residual_sites
 from flowsteer.sites import FeatureId, Site
 
 WORD = re.compile(r"[A-Za-z]{3,}")
@@ -76,7 +76,7 @@ class _Memo(ThresholdRule):
 
 @torch.no_grad()
 def chain_steps(
-    saes: Mapping[Site, object], res_threshold: float = 0.5
+    saes: Mapping[Site, object], res_threshold: float = PAPER_THRESHOLDS.res
 ) -> tuple[dict[Site, Int[Tensor, " F"]], dict[Site, Int[Tensor, " F"]]]:
     """Steps of every residual feature's top-1 chain backward and forward, each step with cosine
     similarity >= ``res_threshold`` (0 where the first step already falls below)."""
@@ -141,8 +141,7 @@ def pick_seed(
     *,
     sites: Sequence[Site | str] | None = None,
     candidates: int = 12,
-    res_threshold: float = 0.5,
-    module_threshold: float = 0.15,
+    thresholds: FixedThresholds = PAPER_THRESHOLDS,
     corpus_rows: int = 32,
     rule: ThresholdRule | None = None,
 ) -> SeedChoice:
@@ -154,8 +153,7 @@ def pick_seed(
         corpus: texts or token tensors for the labels (default: `default_corpus` with ``corpus_rows``).
         sites: residual sites to pick from (default `candidate_sites`).
         candidates: how many data-free front-runners get a graph (and labels).
-        res_threshold: the chain cut of the flow graphs and of the ranking (`build_flow_graph`).
-        module_threshold: module nodes are kept from this similarity (`build_flow_graph`).
+        thresholds: the graph thresholds (`build_flow_graph`); ``res`` is also the chain cut of the ranking.
         rule: per-layer chance levels for "module match above chance" (default `ChanceThresholds`).
     """
     clock, seconds = time.perf_counter(), {}
@@ -163,7 +161,7 @@ def pick_seed(
     sites = [Site.parse(s) for s in sites] if sites is not None else candidate_sites(saes)
     if not sites:
         raise ValueError("the bank has no residual SAE with a predecessor SAE to pick a seed from")
-    backward, forward = chain_steps(saes, res_threshold)
+    backward, forward = chain_steps(saes, thresholds.res)
     ranked = []
     for site in sites:
         if site not in backward:
@@ -178,7 +176,7 @@ def pick_seed(
     ranked.sort(key=lambda pair: -pair[0])
     seconds["rank"] = time.perf_counter() - clock
 
-    options = dict(res_threshold=res_threshold, module_threshold=module_threshold, rule=rule)
+    options = dict(thresholds=thresholds, rule=rule)
     graphs: dict[FeatureId, FlowGraph] = {}
     covered: set[str] = set()  # nodes of the graphs built so far: a feature on them adds no new graph
     for _, feature in ranked:

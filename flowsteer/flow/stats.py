@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 from flowsteer.flow.classes import (
     CLASSES,
+    PAPER_THRESHOLDS,
     ChanceThresholds,
     FixedThresholds,
     QuantileThresholds,
@@ -77,8 +78,8 @@ def _describe(values: torch.Tensor) -> dict[str, float]:
         f"q{int(q * 100)}": float(v)
         for q, v in zip(QUANTILES, torch.quantile(values, torch.tensor(QUANTILES)), strict=True)
     }
-    described["share_at_least_0.5"] = float((values >= 0.5).float().mean())
-    described["share_at_least_0.15"] = float((values >= 0.15).float().mean())
+    for threshold in (PAPER_THRESHOLDS.res, PAPER_THRESHOLDS.module):
+        described[f"share_at_least_{threshold:g}"] = float((values >= threshold).float().mean())
     return described
 
 

@@ -16,7 +16,6 @@ See docs/invertible.md.
 from flowsteer.invertible.actnorm import ActNorm
 from flowsteer.invertible.bijection import Bijection, Composition, Identity, build_bijection, data_init
 from flowsteer.invertible.coupling import AffineCoupling, Permutation
-from flowsteer.invertible.data import collect_activations
 from flowsteer.invertible.innsteer import (
     INNSteerObjective,
     INNSteerResult,
@@ -24,11 +23,21 @@ from flowsteer.invertible.innsteer import (
     innsteer_intervention,
     train_innsteer,
 )
-from flowsteer.invertible.intervention import EditedRows, InvertibleIntervention, latent_delta
+from flowsteer.invertible.intervention import InvertibleIntervention, latent_delta
 from flowsteer.invertible.io import load_intervention, load_map, save_intervention, save_map
 from flowsteer.invertible.iresnet import FixedPointReport, IResBlock, LipSwish, refresh_spectral_norms
 from flowsteer.invertible.losses import hinge_loss, kl_to_target, magnitude_penalty
-from flowsteer.invertible.maps import MAP_KINDS, build_map, coupling_flow, identity_map, iresnet_map, orthogonal_map
+from flowsteer.invertible.maps import (
+    MAP_KINDS,
+    aligned_iresnet_map,
+    build_map,
+    coupling_flow,
+    das_map,
+    identity_map,
+    iresnet_map,
+    orthogonal_map,
+    rotation_from,
+)
 from flowsteer.invertible.masks import CoordinateMask, LatentMask, SoftMask
 from flowsteer.invertible.nonlinear import (
     HingeTerm,
@@ -42,6 +51,7 @@ from flowsteer.invertible.nonlinear import (
 from flowsteer.invertible.orthogonal import Orthogonal
 from flowsteer.invertible.targets import FixedLatent, LatentTarget, Shift, SourceLatent
 from flowsteer.invertible.training import History, TrainConfig, fit
+from flowsteer.patching.activations import collect_activations
 
 __all__ = [
     "MAP_KINDS",
@@ -50,7 +60,6 @@ __all__ = [
     "Bijection",
     "Composition",
     "CoordinateMask",
-    "EditedRows",
     "FixedLatent",
     "FixedPointReport",
     "HingeTerm",
@@ -71,6 +80,7 @@ __all__ = [
     "SourceLatent",
     "TrainConfig",
     "build_bijection",
+    "aligned_iresnet_map",
     "build_map",
     "collect_activations",
     "coupling_flow",
@@ -81,6 +91,7 @@ __all__ = [
     "for_generation",
     "hinge_loss",
     "hinge_thresholds",
+    "das_map",
     "identity_map",
     "innsteer_intervention",
     "iresnet_map",
@@ -91,6 +102,7 @@ __all__ = [
     "magnitude_penalty",
     "next_token_logprobs",
     "orthogonal_map",
+    "rotation_from",
     "refresh_spectral_norms",
     "save_intervention",
     "save_map",

@@ -22,11 +22,11 @@ from torch import Tensor, nn
 from transformer_lens import HookedTransformer
 
 from flowsteer.invertible.bijection import Bijection, data_init, tensor_dtype
-from flowsteer.invertible.data import collect_activations
 from flowsteer.invertible.intervention import InvertibleIntervention, latent_delta
 from flowsteer.invertible.losses import class_gaussian_nll, separation_loss
 from flowsteer.invertible.training import History, TrainConfig, fit
 from flowsteer.patching import Patch, TokenBatch
+from flowsteer.patching.activations import collect_activations
 from flowsteer.patching.patch import PositionSpec
 from flowsteer.sites import Site
 
@@ -119,7 +119,7 @@ def train_innsteer(
 def innsteer_intervention(
     bijection: Bijection, delta: Float[Tensor, " d"], alpha: float = 1.0
 ) -> InvertibleIntervention:
-    """``h' = f⁻¹(f(h) + α·v)``; change ``intervention.target.alpha`` to sweep α."""
+    """``h' = f⁻¹(f(h) + α·v)``; ``intervention.with_alpha(a)`` gives the same steering at strength ``a``."""
     return InvertibleIntervention.shift(bijection, delta, alpha=alpha)
 
 

@@ -12,8 +12,6 @@ Only the edited, non-padding rows go through the map; the others are returned un
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -26,14 +24,6 @@ from flowsteer.invertible.targets import FixedLatent, LatentTarget, Shift, Sourc
 from flowsteer.patching.interventions import Activation, Context, Intervention
 
 
-@dataclass
-class EditedRows:
-    """The rows one call edited: ``h`` (detached) and ``delta = h' - h`` (differentiable)."""
-
-    h: Float[Tensor, "n d"]
-    delta: Float[Tensor, "n d"]
-
-
 class InvertibleIntervention(Intervention):
     """Edit activations in the coordinates of an invertible map and map them back.
 
@@ -42,8 +32,8 @@ class InvertibleIntervention(Intervention):
         target: ``z*``; see `SourceLatent`, `Shift`, `FixedLatent`.
         mask: the latent coordinates replaced (default: all).
 
-    Set ``keep_edits = True`` to keep the last call's `EditedRows` in ``last_edits`` (training uses it
-    for the magnitude penalty ``||h' - h||``).
+    An intervention holds no state between calls: a new strength or target is a new intervention (`with_target`,
+    `with_alpha`), sharing the map. Trainers read the edited rows from an `EffectLog(differentiable=True)`.
     """
 
     def __init__(self, bijection: Bijection, target: LatentTarget, mask: LatentMask | None = None):
@@ -53,8 +43,6 @@ class InvertibleIntervention(Intervention):
             if part.d != bijection.d:
                 raise ValueError(f"{name} has d={part.d} but the map has d={bijection.d}")
         self.bijection, self.target, self.mask = bijection, target, mask
-        self.keep_edits = False
-        self.last_edits: EditedRows | None = None
 
     @property
     def d(self) -> int:
@@ -81,6 +69,12 @@ class InvertibleIntervention(Intervention):
         """The same map and mask (shared, not copied) with another target, e.g. a `FixedLatent`
         of harmless prompts for generation after interchange training."""
         return InvertibleIntervention(self.bijection, target, self.mask)
+
+    def with_alpha(self, alpha: float) -> InvertibleIntervention:
+        """The same map, mask and shift direction with another strength α (a `Shift` target only)."""
+        if not isinstance(self.target, Shift):
+            raise TypeError(f"with_alpha needs a Shift target, this intervention has {type(self.target).__name__}")
+        return self.with_target(self.target.with_alpha(alpha))
 
     def fixed_to_mean(self, activations: Float[Tensor, "n d"]) -> InvertibleIntervention:
         """`with_target` a `FixedLatent` at the mean of ``f`` over ``activations``."""
@@ -114,8 +108,6 @@ class InvertibleIntervention(Intervention):
                 )
             source = context.source[rows].to(dtype)
         edited = self.edit(h, source)
-        if self.keep_edits:
-            self.last_edits = EditedRows(h.detach(), edited - h.detach())
         out = activation.clone()
         out[rows] = edited.to(activation.dtype)
         return out

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from flowsteer.invertible.intervention import EditedRows
 from flowsteer.patching import SiteActivations
 from flowsteer.sites import Site
 
@@ -53,9 +52,9 @@ def hinge_loss(
     return total
 
 
-def magnitude_penalty(edits: EditedRows) -> Tensor:
+def magnitude_penalty(h: Float[Tensor, "n d"], delta: Float[Tensor, "n d"]) -> Tensor:
     """``mean ||h' - h||² / mean ||h||²`` over the edited rows (dimensionless)."""
-    return edits.delta.pow(2).sum(-1).mean() / edits.h.pow(2).sum(-1).mean().clamp_min(1e-12)
+    return delta.float().pow(2).sum(-1).mean() / h.float().pow(2).sum(-1).mean().clamp_min(1e-12)
 
 
 def class_gaussian_nll(

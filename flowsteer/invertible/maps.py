@@ -14,9 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
 from flowsteer.invertible.actnorm import ActNorm
-from flowsteer.invertible.bijection import Bijection, Composition, Identity
+from flowsteer.invertible.bijection import Bijection, Composition, Identity, data_init
 from flowsteer.invertible.coupling import AffineCoupling, Permutation
 from flowsteer.invertible.iresnet import IResBlock
 from flowsteer.invertible.orthogonal import Orthogonal
@@ -87,6 +89,45 @@ def coupling_flow(
         return Composition(layers)
 
     return _seeded(seed, build, dtype)
+
+
+def rotation_from(direction: Float[Tensor, " d"], seed: int = 0) -> Float[Tensor, "d d"]:
+    """An orthogonal matrix (float64) whose first row is ``direction / ||direction||`` (the rest seeded-random)."""
+    if not bool(direction.norm() > 0):
+        raise ValueError(
+            "cannot start a rotation along a zero direction (e.g. layer 0 at template tokens); pick a layer"
+        )
+    d = direction.shape[-1]
+    generator = torch.Generator().manual_seed(seed)
+    basis = torch.cat([direction.double()[:, None], torch.randn(d, d - 1, generator=generator, dtype=torch.float64)], 1)
+    q, r = torch.linalg.qr(basis)
+    q = q * torch.sign(torch.diagonal(r))  # first column along +direction
+    return q.T.contiguous()
+
+
+def das_map(direction: Float[Tensor, " d"], seed: int = 0) -> Bijection:
+    """DAS started at a linear direction: a rotation whose first coordinate is the projection on ``direction``."""
+    return orthogonal_map(direction.shape[-1], rotation_from(direction, seed))
+
+
+def aligned_iresnet_map(
+    direction: Float[Tensor, " d"],
+    activations: Float[Tensor, "n d"],
+    n_blocks: int = 2,
+    coeff: float = 0.9,
+    seed: int = 0,
+) -> Bijection:
+    """ActNorm (initialised from ``activations``) -> a rotation whose first coordinate lies along ``direction`` on the
+    standardised scale -> ``n_blocks`` i-ResNet blocks, float64: an i-ResNet map that starts at the DAS reading of a
+    linear direction."""
+    d = direction.shape[-1]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        actnorm = ActNorm(d).double()
+        data_init(actnorm, activations)
+        standardised = direction.double() * actnorm.log_scale.detach().exp()  # <r, h - loc> in z coordinates
+        blocks = [IResBlock(d, coeff=coeff).double() for _ in range(n_blocks)]
+    return Composition([actnorm, Orthogonal(d, rotation_from(standardised, seed)), *blocks])
 
 
 MAP_KINDS: dict[str, Callable[..., Bijection]] = {

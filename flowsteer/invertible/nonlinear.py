@@ -29,11 +29,11 @@ from transformer_lens import HookedTransformer
 
 from flowsteer.invertible.actnorm import ActNorm
 from flowsteer.invertible.bijection import data_init, leaves
-from flowsteer.invertible.data import chunks, collect_activations, position_mask
 from flowsteer.invertible.intervention import InvertibleIntervention
 from flowsteer.invertible.losses import hinge_loss, kl_to_target, magnitude_penalty
 from flowsteer.invertible.training import History, TrainConfig, fit
-from flowsteer.patching import Patch, interchange, run_with_patches
+from flowsteer.patching import EffectLog, Patch, interchange, run_with_patches
+from flowsteer.patching.activations import collect_activations, position_mask
 from flowsteer.patching.patch import PositionSpec
 from flowsteer.sites import Site
 
@@ -128,8 +128,8 @@ class PromptPairs:
 @torch.no_grad()
 def next_token_logprobs(model: HookedTransformer, prompts: Sequence[str], batch_size: int = 16) -> Tensor:
     """Log-probabilities of the token after each prompt (float32, on the CPU)."""
-    rows = [run_with_patches(model, list(chunk))[:, -1] for chunk in chunks(prompts, batch_size)]
-    return torch.cat(rows).float().log_softmax(-1).cpu()
+    logits = run_with_patches(model, list(prompts), batch_size=batch_size, last_position=True)
+    return logits.float().log_softmax(-1).cpu()
 
 
 def _intervention(patch: Patch) -> InvertibleIntervention:
@@ -153,17 +153,13 @@ def batch_loss(
     intervention = _intervention(patch)
     hinge = objective.hinge
     cache = list(hinge.directions) if hinge is not None else None
-    intervention.keep_edits = True
-    try:
-        if intervention.target.uses_source:
-            if pairs.source is None:
-                raise ValueError("an interchange target needs source prompts")
-            out = interchange(model, pairs.base, pairs.source, [patch], cache=cache)
-        else:
-            out = run_with_patches(model, pairs.base, [patch], cache=cache)
-        edits = intervention.last_edits
-    finally:
-        intervention.keep_edits, intervention.last_edits = False, None
+    record = EffectLog(differentiable=True)
+    if intervention.target.uses_source:
+        if pairs.source is None:
+            raise ValueError("an interchange target needs source prompts")
+        out = interchange(model, pairs.base, pairs.source, [patch], cache=cache, record=record)
+    else:
+        out = run_with_patches(model, pairs.base, [patch], cache=cache, record=record)
     logits, acts = out if cache is not None else (out, None)
     parts: dict[str, Tensor] = {}
     if objective.output == "kl":
@@ -177,8 +173,9 @@ def batch_loss(
         rows = position_mask(patch.site, hinge.positions or patch.positions, acts.positions, acts.prompt_lengths)
         parts["hinge"] = hinge_loss(acts, hinge.directions, hinge.thresholds, rows, hinge.margin)
         loss = loss + hinge.weight * parts["hinge"]
-    if edits is not None:
-        parts["magnitude"] = magnitude_penalty(edits)
+    h, delta = record.effect(patch).edited_rows()
+    if len(h):
+        parts["magnitude"] = magnitude_penalty(h, delta)
         loss = loss + objective.magnitude_weight * parts["magnitude"]
     if objective.mask_weight:
         parts["mask"] = intervention.mask.penalty()
@@ -229,7 +226,7 @@ def train_intervention(
     def val_loss() -> float:
         losses = [
             batch_loss(model, patch, val.take(index), objective)[0] * len(index)
-            for index in chunks(list(range(len(val))), config.batch_size)
+            for index in torch.arange(len(val)).split(config.batch_size)
         ]
         return float(sum(losses) / len(val))
 

@@ -65,6 +65,10 @@ class Shift(LatentTarget):
     def forward(self, z: Tensor, source_z: Tensor | None) -> Tensor:
         return z + self.alpha * self.delta.to(z)
 
+    def with_alpha(self, alpha: float) -> Shift:
+        """A fixed shift along the same δ (its current value) with strength ``alpha``."""
+        return Shift(self.d, self.delta.detach(), alpha)
+
     def config(self) -> dict[str, Any]:
         return {"type": "Shift", "d": self.d, "alpha": self.alpha, "trainable": self.trainable}
 

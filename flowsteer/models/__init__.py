@@ -1,8 +1,9 @@
 """Models: the embedded default, any TransformerLens model, and a tiny random one for tests."""
 
-from flowsteer.models.chat import chat_prompt, chat_prompts
+from flowsteer.models.chat import chat_prompt, chat_prompts, post_instruction_positions
 from flowsteer.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, EmbeddedModel, ModelPackageMissing
 from flowsteer.models.loading import (
+    REFUSAL_ORGANISM,
     ModelLoadError,
     available_models,
     default_device,
@@ -10,7 +11,6 @@ from flowsteer.models.loading import (
     prepare,
     register_model,
 )
-from flowsteer.models.organisms import REFUSAL_ORGANISM, organism_dir
 from flowsteer.models.tiny import tiny_model
 
 __all__ = [
@@ -25,7 +25,7 @@ __all__ = [
     "chat_prompts",
     "default_device",
     "load_model",
-    "organism_dir",
+    "post_instruction_positions",
     "prepare",
     "register_model",
     "tiny_model",

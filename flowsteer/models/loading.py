@@ -14,6 +14,7 @@ under `flowsteer.paths.cache_dir`, so later loads skip the slow GGUF step.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import warnings
 from collections.abc import Callable
@@ -45,6 +46,22 @@ def register_model(name: str) -> Callable[[ModelLoader], ModelLoader]:
         return loader
 
     return decorate
+
+
+def register_lazy_model(name: str, target: str) -> None:
+    """Make ``load_model(name)`` import ``target`` (``"package.module:function"``) on first use and call it as a
+    loader: how packages above `flowsteer.models` (the refusal organism) register names without an import cycle."""
+    module_name, _, function = target.partition(":")
+
+    def loader(device: torch.device, dtype: torch.dtype) -> HookedTransformer:
+        return getattr(importlib.import_module(module_name), function)(device, dtype)
+
+    _LOADERS[name] = loader
+
+
+# Model organisms built by higher packages (their names resolve without importing those packages up front).
+REFUSAL_ORGANISM = "smollm2-135m-refusal"
+register_lazy_model(REFUSAL_ORGANISM, "flowsteer.refusal.organism.load:load_refusal_organism")
 
 
 def available_models() -> list[str]:

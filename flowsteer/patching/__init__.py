@@ -5,6 +5,7 @@ A `Patch` puts an `Intervention` at a `Site` on chosen token positions. `run_wit
 hooks live only for the duration of each call.
 """
 
+from flowsteer.patching.activations import collect_activations, position_mask
 from flowsteer.patching.effects import EffectLog, PatchEffect
 from flowsteer.patching.features import ClampFeatures, FeatureEdit, RescaleFeatures, decoder_directions
 from flowsteer.patching.generate import Generation, generate_with_patches, sample_next
@@ -46,12 +47,14 @@ __all__ = [
     "SiteActivations",
     "TokenBatch",
     "cache_sites",
+    "collect_activations",
     "decoder_directions",
     "encode",
     "encode_pair",
     "generate_with_patches",
     "interchange",
     "patching_sweep",
+    "position_mask",
     "run_from_layer",
     "run_with_patches",
     "sample_next",

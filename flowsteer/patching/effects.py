@@ -1,4 +1,5 @@
-"""Measuring what patches did: ||Δh|| per token, relative to ||h||, and how many locations changed."""
+"""Measuring what patches did: ||Δh|| per token, relative to ||h||, and how many locations changed; optionally the
+edited rows themselves, differentiable, for training penalties on the size of an intervention."""
 
 from __future__ import annotations
 
@@ -16,12 +17,32 @@ class PatchEffect:
     """Norms of the change one patch made, over every real (non-padding) token it saw."""
 
     patch: Patch
+    differentiable: bool = False
     delta_norms: list[Tensor] = field(default_factory=list)
     activation_norms: list[Tensor] = field(default_factory=list)
+    rows: list[tuple[Tensor, Tensor]] = field(default_factory=list)
 
-    def add(self, before: Float[Tensor, "b p d"], after: Float[Tensor, "b p d"], real: Bool[Tensor, "b p"]) -> None:
+    def add(
+        self,
+        before: Float[Tensor, "b p d"],
+        after: Float[Tensor, "b p d"],
+        real: Bool[Tensor, "b p"],
+        edited: Bool[Tensor, "b p"] | None = None,
+    ) -> None:
+        """Record one forward chunk: ``real`` marks non-padding columns, ``edited`` the ones the patch edited."""
         self.delta_norms.append((after - before).detach()[real].float().norm(dim=-1).cpu())
         self.activation_norms.append(before.detach()[real].float().norm(dim=-1).cpu())
+        if self.differentiable:
+            rows = real if edited is None else real & edited
+            self.rows.append((before.detach()[rows], after[rows] - before.detach()[rows]))
+
+    def edited_rows(self) -> tuple[Float[Tensor, "n d"], Float[Tensor, "n d"]]:
+        """``(h, h' - h)`` of every edited row seen (the change keeps its gradient); needs ``differentiable``."""
+        if not self.differentiable:
+            raise ValueError("edited rows are kept only by EffectLog(differentiable=True)")
+        if not self.rows:
+            raise ValueError(f"the patch at {self.patch.site} saw no forward pass")
+        return torch.cat([h for h, _ in self.rows]), torch.cat([delta for _, delta in self.rows])
 
     @property
     def delta(self) -> Float[Tensor, " n"]:
@@ -54,15 +75,19 @@ class PatchEffect:
 
 @dataclass
 class EffectLog:
-    """Pass as ``record=`` to `run_with_patches` / `generate_with_patches` to measure every patch."""
+    """Pass as ``record=`` to `run_with_patches` / `generate_with_patches` to measure every patch.
 
+    With ``differentiable=True`` it also keeps each patch's edited rows with their gradient (`PatchEffect.edited_rows`):
+    how a trainer penalises the size of the intervention it trains."""
+
+    differentiable: bool = False
     effects: list[PatchEffect] = field(default_factory=list)
 
     def effect(self, patch: Patch) -> PatchEffect:
         for effect in self.effects:
             if effect.patch is patch:
                 return effect
-        effect = PatchEffect(patch)
+        effect = PatchEffect(patch, self.differentiable)
         self.effects.append(effect)
         return effect
 

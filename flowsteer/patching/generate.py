@@ -176,13 +176,11 @@ def generate_with_patches(
         generator.manual_seed(seed if seed is not None else torch.seed())
     sampling = dict(do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k)
     session = HookSession(model, patches, record=record)
-    size = batch_size or len(batch)
     bar = tqdm(total=len(batch) * max_new_tokens, desc="generate", unit="tok", disable=not progress)
     texts: list[str] = []
     tokens: list[list[int]] = []
     with session.attached(), bar:
-        for start in range(0, len(batch), size):
-            chunk = batch[start : start + size]
+        for chunk in batch.split(batch_size):
             generated = _generate_batch(
                 model,
                 chunk,

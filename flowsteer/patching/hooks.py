@@ -112,7 +112,7 @@ class HookSession:
             if mask is not None:
                 edited = torch.where(mask[..., None], edited, activation)
         if self.record is not None:
-            self.record.effect(patch).add(activation, edited, context.positions >= 0)
+            self.record.effect(patch).add(activation, edited, context.positions >= 0, mask)
         return edited
 
     @contextmanager

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +39,17 @@ class TokenBatch:
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
+
+    def split(self, size: int | None) -> Iterator[TokenBatch]:
+        """Consecutive pieces of at most ``size`` rows (all rows when None), each without the padding columns
+        none of its rows needs."""
+        if size is None or size >= len(self):
+            yield self
+            return
+        if size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {size}")
+        for start in range(0, len(self), size):
+            yield self[start : start + size]
 
     def __getitem__(self, rows: slice) -> TokenBatch:
         """Rows ``rows``, with padding columns that no remaining row needs removed."""
@@ -102,3 +113,13 @@ def _widen(batch: TokenBatch, width: int, model: HookedTransformer) -> TokenBatc
     pad = torch.full((len(batch), extra), pad_id or 0, dtype=batch.tokens.dtype, device=batch.tokens.device)
     zeros = torch.zeros_like(pad)
     return TokenBatch(torch.cat([pad, batch.tokens], 1), torch.cat([zeros, batch.attention_mask], 1))
+
+
+def pad_left(tensor: Tensor, width: int, dim: int = 1) -> Tensor:
+    """``tensor`` with zeros prepended along ``dim`` up to ``width`` (left padding of a batch piece's outputs)."""
+    missing = width - tensor.shape[dim]
+    if missing <= 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim)

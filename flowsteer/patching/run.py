@@ -10,8 +10,9 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from flowsteer.patching.effects import EffectLog
+from flowsteer.patching.generate import unembed
 from flowsteer.patching.hooks import HookSession, SiteActivations
-from flowsteer.patching.inputs import Inputs, TokenBatch, encode, encode_pair
+from flowsteer.patching.inputs import Inputs, TokenBatch, encode, encode_pair, pad_left
 from flowsteer.patching.interventions import Activation, FromSource
 from flowsteer.patching.patch import Patch
 from flowsteer.sites import Site
@@ -31,6 +32,22 @@ def _activations(session: HookSession, batch: TokenBatch) -> SiteActivations:
     return activations
 
 
+def _join_activations(parts: list[SiteActivations], batch: TokenBatch) -> SiteActivations:
+    """Activations of consecutive pieces of ``batch``, left-padded back to its width and joined."""
+    if len(parts) == 1:
+        return parts[0]
+    width = batch.tokens.shape[1]
+    joined = SiteActivations({site: torch.cat([pad_left(part[site], width) for part in parts]) for site in parts[0]})
+    joined.positions, joined.prompt_lengths = batch.positions, batch.prompt_lengths
+    return joined
+
+
+def _last_logits(model: HookedTransformer, session: HookSession, batch: TokenBatch) -> Float[Tensor, "batch vocab"]:
+    """Logits at each row's last column only: the unembedding runs on one position, not all of them."""
+    residual = _forward(model, session, batch, model.cfg.n_layers)
+    return unembed(model, residual[:, -1:])[:, -1]
+
+
 def run_with_patches(
     model: HookedTransformer,
     inputs: Inputs,
@@ -38,8 +55,11 @@ def run_with_patches(
     *,
     cache: Iterable[Site | str] | None = None,
     record: EffectLog | None = None,
-) -> Logits | tuple[Logits, SiteActivations]:
-    """Run ``model`` on ``inputs`` with ``patches`` applied; return the logits.
+    batch_size: int | None = None,
+    last_position: bool = False,
+    reduce: Callable[[Tensor, TokenBatch], Tensor] | None = None,
+) -> Tensor | tuple[Tensor, SiteActivations]:
+    """Run ``model`` on ``inputs`` with ``patches`` applied; return the logits ``[batch, pos, vocab]``.
 
     Args:
         inputs: text, a list of texts (left-padded together), token ids or a `TokenBatch`.
@@ -47,14 +67,30 @@ def run_with_patches(
         cache: sites whose (patched) activations to return as well: then the result is
             ``(logits, activations)``.
         record: an `EffectLog` that receives ||Δh|| of every patch.
+        batch_size: inputs per forward pass (default: all at once). Each piece drops the padding it does not
+            need; logits and cached activations are left-padded back to one width and joined.
+        last_position: return only the logits at each input's last token, ``[batch, vocab]`` (the unembedding
+            then runs on that position alone).
+        reduce: ``reduce(logits, piece) -> tensor`` applied to each piece's logits; the results are joined
+            along the first dimension (e.g. per-input losses, so that a large batch's full logits never exist).
 
     Gradients flow as the caller's grad mode allows (the model itself is frozen), so trainable
     interventions can be fitted through this call.
     """
     batch = encode(model, inputs)
-    session = HookSession(model, patches, cache or (), record)
-    logits = _forward(model, session, batch, None)
-    return (logits, _activations(session, batch)) if cache is not None else logits
+    results, caches = [], []
+    for piece in batch.split(batch_size):
+        session = HookSession(model, patches, cache or (), record)
+        logits = _last_logits(model, session, piece) if last_position else _forward(model, session, piece, None)
+        if reduce is not None:
+            logits = reduce(logits, piece)
+        elif not last_position:
+            logits = pad_left(logits, batch.tokens.shape[1])
+        results.append(logits)
+        if cache is not None:
+            caches.append(_activations(session, piece))
+    logits = results[0] if len(results) == 1 else torch.cat(results)
+    return (logits, _join_activations(caches, batch)) if cache is not None else logits
 
 
 def cache_sites(
@@ -62,15 +98,21 @@ def cache_sites(
     inputs: Inputs,
     sites: Iterable[Site | str],
     patches: Sequence[Patch] = (),
+    *,
+    batch_size: int | None = None,
 ) -> SiteActivations:
-    """Activations at ``sites`` (after any ``patches``); the forward pass stops after the last layer needed."""
+    """Activations at ``sites`` (after any ``patches``); the forward pass stops after the last layer needed.
+    ``batch_size`` splits the inputs as in `run_with_patches`."""
     batch = encode(model, inputs)
-    session = HookSession(model, patches, sites)
-    if not session.cache_sites:
-        raise ValueError("cache_sites needs at least one site")
-    # Stopping after the last needed block also skips the final norm and unembedding at the last layer.
-    _forward(model, session, batch, session.last_layer + 1)
-    return _activations(session, batch)
+    parts = []
+    for piece in batch.split(batch_size):
+        session = HookSession(model, patches, sites)
+        if not session.cache_sites:
+            raise ValueError("cache_sites needs at least one site")
+        # Stopping after the last needed block also skips the final norm and unembedding at the last layer.
+        _forward(model, session, piece, session.last_layer + 1)
+        parts.append(_activations(session, piece))
+    return _join_activations(parts, batch)
 
 
 def interchange(

@@ -115,8 +115,7 @@ class ActivationRounds:
         out = torch.empty(len(self.sites), n_tokens, width, device=device)
         detector_norms = torch.empty(len(self.detectors), n_tokens, device=device)
         filled = 0
-        for start in range(0, len(rows), self.lm_batch):
-            tokens = self.chunks[rows[start : start + self.lm_batch]].to(device)
+        for tokens in self.chunks[rows].to(device).split(self.lm_batch):
             with self._autocast(device):
                 activations = cache_sites(self.model, tokens, {*self.sites, *self.detectors})
             n = tokens.shape[0] * self.tokens_per_chunk

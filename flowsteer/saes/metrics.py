@@ -19,13 +19,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from sae_lens import SAE
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from flowsteer.display import markdown_table
+from flowsteer.evals.capability import token_nll
 from flowsteer.patching import Patch, Scale, cache_sites, run_with_patches
 from flowsteer.saes.activations import sink_detector_sites, sink_tokens
 from flowsteer.saes.bank import SAEBank
@@ -40,8 +40,7 @@ def reconstruction_metrics(sae: SAE, x: Float[Tensor, "n d"], batch_size: int = 
     squared_error = 0.0
     active = 0.0
     fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=x.device)
-    for start in range(0, len(x), batch_size):
-        batch = x[start : start + batch_size]
+    for batch in x.split(batch_size):
         acts = sae.encode(batch)
         squared_error += float((sae.decode(acts) - batch).double().pow(2).sum())
         nonzero = acts != 0
@@ -59,10 +58,8 @@ def reconstruction_metrics(sae: SAE, x: Float[Tensor, "n d"], batch_size: int = 
 
 
 def _next_token_loss(logits: Tensor, tokens: Tensor, first: int) -> Tensor:
-    """Summed CE of predictions from positions ``first``..L-2 (and how many)."""
-    predictions = logits[:, first:-1].float()
-    targets = tokens[:, first + 1 :]
-    return F.cross_entropy(predictions.reshape(-1, predictions.shape[-1]), targets.reshape(-1), reduction="sum")
+    """Summed CE of predictions from positions ``first``..L-2."""
+    return token_nll(logits, tokens)[:, first:].sum()
 
 
 @torch.no_grad()
@@ -80,8 +77,7 @@ def ce_losses(
     positions = list(range(skip_positions, chunks.shape[1]))
     totals = {"clean": 0.0, **{f"{s}/sae": 0.0 for s in sites}, **{f"{s}/zero": 0.0 for s in sites}}
     count = 0
-    for start in range(0, len(chunks), batch_size):
-        tokens = chunks[start : start + batch_size].to(model.cfg.device)
+    for tokens in chunks.to(model.cfg.device).split(batch_size):
         totals["clean"] += float(_next_token_loss(run_with_patches(model, tokens), tokens, skip_positions))
         for site in sites:
             for name, intervention in (("sae", SAEReconstruction(bank[site])), ("zero", Scale(0.0))):
@@ -132,8 +128,7 @@ def evaluate_bank(
     detectors = sink_detector_sites(bank.sites) if max_norm_ratio is not None else []
     collected: dict[Site, list[Tensor]] = {site: [] for site in bank}
     norms: list[Tensor] = []
-    for start in range(0, n_chunks, batch_size):
-        tokens = chunks[start : min(start + batch_size, n_chunks)].to(model.cfg.device)
+    for tokens in chunks[:n_chunks].to(model.cfg.device).split(batch_size):
         acts = cache_sites(model, tokens, {*bank.sites, *detectors})
         for site in bank:
             collected[site].append(acts[site][:, skip_positions:].reshape(-1, acts[site].shape[-1]))

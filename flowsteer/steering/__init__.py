@@ -2,11 +2,10 @@
 features at one site or along a flow graph, choose features for a theme, and score the result
 locally. Every edit is a `flowsteer.patching.Patch`. See docs/steering.md."""
 
-from flowsteer.steering.classifier import ThemeClassifier, cross_validated_accuracy
-from flowsteer.steering.coherence import coherence, perplexity, repetition
 from flowsteer.steering.compare import SteeringComparison, compare_steering
-from flowsteer.steering.evaluate import Scores, SteeringScorer
-from flowsteer.steering.multilayer import STRATEGIES, graph_features, graph_steerer
+from flowsteer.steering.contrast import DiffInMeans, ablation_patches, actadd_patches, diff_in_means
+from flowsteer.steering.evaluate import Scores, SteeringScorer, coherence
+from flowsteer.steering.multilayer import GRAPH_STRATEGIES, graph_features, graph_steerer
 from flowsteer.steering.schedules import SCHEDULES, Constant, Exponential, Linear
 from flowsteer.steering.steerer import MODES, FeatureSteerer
 from flowsteer.steering.themes import (
@@ -21,27 +20,27 @@ from flowsteer.steering.units import feature_units, typical_activations
 __all__ = [
     "MODES",
     "SCHEDULES",
-    "STRATEGIES",
+    "GRAPH_STRATEGIES",
     "Constant",
+    "DiffInMeans",
     "Exponential",
     "FeatureSteerer",
     "Linear",
     "Scores",
     "SteeringComparison",
     "SteeringScorer",
-    "ThemeClassifier",
     "ThemeFeatures",
+    "ablation_patches",
+    "actadd_patches",
     "coherence",
     "compare_steering",
-    "cross_validated_accuracy",
+    "diff_in_means",
     "feature_units",
     "graph_features",
     "graph_steerer",
     "load_themes",
-    "perplexity",
     "rank_theme_features",
     "rank_themes",
-    "repetition",
     "standardised_mean_difference",
     "typical_activations",
 ]

@@ -1,8 +1,11 @@
 """Local, reproducible scoring of steered generations, in place of the paper's gpt-4o-mini judge.
 
 - **Behaviour** B: P(theme | text) from `ThemeClassifier` (trained on ``data/themes``).
-- **Coherence** C: `flowsteer.steering.coherence` (perplexity under the unsteered model relative to a
-  reference, times one minus the repetition rate).
+- **Coherence** C: ``min(1, ppl_ref / ppl) x (1 - repetition)``: ``ppl`` is the perplexity of the generated
+  tokens given the prompt under the *unsteered* model (`flowsteer.evals.perplexity`), ``ppl_ref`` a reference
+  (`SteeringScorer.calibrate`: the median over the unsteered model's own samples), so ordinary unsteered text
+  scores about 1 and gibberish low; ``repetition`` (`flowsteer.evals.repetition`) punishes loops ("wedding
+  wedding wedding ..."), whose perplexity is low once they start. Texts of fewer than two words score 0.
 - Combined as Feature Flow does: **B x C** for activation, **(1 - B) x C** for deactivation. Both
   factors lie in [0, 1], as the paper's 0-5 judge scores divided by 5 do.
 """
@@ -14,12 +17,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from flowsteer.evals.classifier import ThemeClassifier
+from flowsteer.evals.text import perplexity, repetition
 from flowsteer.patching import Generation
-from flowsteer.steering.classifier import ThemeClassifier
-from flowsteer.steering.coherence import coherence, perplexity, repetition
+
+
+def coherence(perplexities: Float[Tensor, " n"], texts: Sequence[str], reference: float) -> Float[Tensor, " n"]:
+    """``min(1, reference / ppl) * (1 - repetition)``; 0 for texts of fewer than two words."""
+    fluency = (reference / perplexities).clamp(max=1.0).nan_to_num(0.0)
+    rep = torch.tensor([repetition(t) for t in texts])
+    enough = torch.tensor([len(t.split()) >= 2 for t in texts])
+    return torch.where(enough, fluency * (1 - rep), torch.zeros_like(fluency))
 
 
 @dataclass

@@ -25,16 +25,16 @@ from flowsteer.steering.steerer import FeatureSteerer, Mode
 from flowsteer.steering.units import Units
 
 Strategy = Literal["single", "cumulative"]
-STRATEGIES: tuple[str, ...] = ("single", "cumulative")
-KINDS = ("res", "pre", "mlp", "att")
+GRAPH_STRATEGIES: tuple[str, ...] = ("single", "cumulative")
+GRAPH_SITE_KINDS = ("res", "pre", "mlp", "att")
 
 
 def graph_features(
-    graph: FlowGraph, layer: int, strategy: Strategy = "cumulative", kinds: tuple[str, ...] = KINDS
+    graph: FlowGraph, layer: int, strategy: Strategy = "cumulative", kinds: tuple[str, ...] = GRAPH_SITE_KINDS
 ) -> list[tuple[FeatureId, int]]:
     """``(feature, layer)`` pairs a strategy steers at ``layer``, in forward order."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy={strategy!r}; use one of {', '.join(STRATEGIES)}")
+    if strategy not in GRAPH_STRATEGIES:
+        raise ValueError(f"strategy={strategy!r}; use one of {', '.join(GRAPH_STRATEGIES)}")
     chosen = [
         (feature, lay)
         for lay, features in graph.by_layer(kinds).items()
@@ -57,7 +57,7 @@ def graph_steerer(
     schedule: Schedule | None = None,
     mode: Mode = "add",
     units: Units | None = None,
-    kinds: tuple[str, ...] = KINDS,
+    kinds: tuple[str, ...] = GRAPH_SITE_KINDS,
 ) -> FeatureSteerer:
     """A `FeatureSteerer` for the graph's features chosen by ``strategy`` at ``layer``.
 

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from transformer_lens import HookedTransformer
 
+from flowsteer.evals.lens import logit_lens
 from flowsteer.patching import cache_sites
 from flowsteer.patching.features import decoder_directions
 from flowsteer.patching.inputs import encode
@@ -101,8 +102,7 @@ def text_activations(
     means: dict[Site, list[Tensor]] = {s: [] for s in sites}
     peaks: dict[Site, list[Tensor]] = {s: [] for s in sites}
     tokens: list[Tensor] = []
-    for start in range(0, len(texts), batch_size):
-        batch = encode(model, list(texts[start : start + batch_size]))
+    for batch in encode(model, list(texts)).split(batch_size):
         acts = cache_sites(model, batch, sites)
         keep = (batch.positions >= 1).to(model.cfg.device)  # skip padding and the attention sink
         tokens += [row[mask.bool().cpu()] for row, mask in zip(batch.tokens.cpu(), batch.attention_mask, strict=True)]
@@ -128,17 +128,10 @@ def standardised_mean_difference(on: Tensor, off: Tensor, eps: float = 1e-6) -> 
     return (on.mean(0) - off.mean(0)) / (pooled + eps)
 
 
-@torch.no_grad()
 def promoted(model: HookedTransformer, sae: nn.Module, indices: Sequence[int], n: int = 6) -> list[list[str]]:
-    """The ``n`` tokens each feature's decoder direction promotes most (through the final norm's gain)."""
-    directions = decoder_directions(sae, list(indices)).float().to(model.cfg.device)
-    if model.cfg.normalization_type in ("LN", "LNPre"):
-        directions = directions - directions.mean(-1, keepdim=True)
-    gain = getattr(getattr(model, "ln_final", None), "w", None)
-    if gain is not None:
-        directions = directions * gain.detach().float()
-    top = (directions @ model.W_U.detach().float()).topk(n, dim=-1).indices.cpu()
-    return [[model.tokenizer.decode([i]) for i in row] for row in top.tolist()]
+    """The ``n`` tokens each feature's decoder direction promotes most (`flowsteer.evals.logit_lens`)."""
+    ids, _ = logit_lens(model, decoder_directions(sae, list(indices)), n)
+    return [[model.tokenizer.decode([i]) for i in row] for row in ids.tolist()]
 
 
 def rank_theme_features(

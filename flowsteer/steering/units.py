@@ -80,8 +80,8 @@ def typical_activations(
         return {site: units[site] for site in sorted(saes)}
     chunks = token_chunks(model.tokenizer, "eval", context)[: max(1, tokens // context)]
     collected: dict[Site, list[Tensor]] = {site: [] for site in missing}
-    for start in range(0, len(chunks), batch_size):
-        acts = cache_sites(model, chunks[start : start + batch_size].to(model.cfg.device), missing)
+    for batch in chunks.to(model.cfg.device).split(batch_size):
+        acts = cache_sites(model, batch, missing)
         for site in missing:
             collected[site].append(acts[site][:, 1:].detach())
         del acts

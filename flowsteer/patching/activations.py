@@ -1,27 +1,22 @@
-"""Activations for fitting maps: rows of a site's activation at chosen token positions."""
+"""Activations as rows: a site's activation at chosen token positions of many inputs, stacked (what maps, probes
+and statistics are fitted on)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from flowsteer.patching import Context, Patch, TokenBatch, cache_sites, encode
-from flowsteer.patching.patch import PositionSpec
+from flowsteer.patching.inputs import TokenBatch
+from flowsteer.patching.interventions import Context
+from flowsteer.patching.patch import Patch, PositionSpec
+from flowsteer.patching.run import cache_sites
 from flowsteer.sites import Site
 
 PositionSelector = Callable[[Int[Tensor, "batch pos"], Int[Tensor, " batch"]], Bool[Tensor, "batch pos"]]
-
-
-def chunks(inputs: Sequence[str] | TokenBatch, size: int) -> Iterator[Sequence[str] | TokenBatch]:
-    """Consecutive pieces of at most ``size`` prompts (a list of texts or a `TokenBatch`)."""
-    if size < 1:
-        raise ValueError(f"batch size must be >= 1, got {size}")
-    for start in range(0, len(inputs), size):
-        yield inputs[start : start + size]
 
 
 def position_mask(
@@ -56,13 +51,9 @@ def collect_activations(
     """
     if len(inputs) == 0:
         raise ValueError("collect_activations needs at least one input")
-    rows = []
-    for chunk in chunks(inputs if isinstance(inputs, TokenBatch) else list(inputs), batch_size):
-        batch = encode(model, chunk)
-        acts = cache_sites(model, batch, [site])
-        mask = position_mask(site, positions, acts.positions, acts.prompt_lengths)
-        rows.append(acts[site][mask].float())
-    result = torch.cat(rows)
+    acts = cache_sites(model, inputs, [site], batch_size=batch_size)
+    mask = position_mask(site, positions, acts.positions, acts.prompt_lengths)
+    result = acts[site][mask].float()
     if result.shape[0] == 0:
         raise ValueError(f"no token of the inputs matches positions={positions!r}")
     return result

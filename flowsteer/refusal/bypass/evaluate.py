@@ -17,21 +17,17 @@ import torch
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from flowsteer.bypass.data import BypassPrompts
-from flowsteer.bypass.methods import Steering, inverse_residuals
-from flowsteer.data.refusal import paragraphs
-from flowsteer.evals import (
-    cross_entropy,
-    intervention_magnitude,
-    last_position_logits,
-    next_token_kl,
-    refusal_scores,
-)
-from flowsteer.evals.behaviour import judge_instructions
+from flowsteer.evals import cross_entropy, intervention_magnitude, last_position_logits, next_token_kl
 from flowsteer.invertible.intervention import InvertibleIntervention
 from flowsteer.invertible.targets import Shift
 from flowsteer.models.chat import chat_prompts
 from flowsteer.patching import EffectLog, Patch, run_with_patches
+from flowsteer.refusal import refusal_scores
+from flowsteer.refusal.behaviour import judge_instructions
+from flowsteer.refusal.bypass.data import BypassPrompts
+from flowsteer.refusal.bypass.linear import Steering
+from flowsteer.refusal.bypass.trained import inverse_residuals
+from flowsteer.refusal.prompts import paragraphs
 
 MAGNITUDE_KEYS = (
     "mean_delta_norm",

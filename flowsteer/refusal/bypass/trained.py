@@ -1,24 +1,24 @@
-"""Refusal-bypass interventions, each fitted on training prompts and returned as patches (`Steering`).
+"""Trained refusal-bypass methods, thin clients of `flowsteer.invertible` (maps, targets, trainers):
 
-Linear (Arditi et al. 2024): a difference-in-means direction ``r`` chosen by `flowsteer.linear`'s selection
-on the layers asked for; ActAdd ``h - r`` at its layer on every token; directional ablation of ``r̂`` at every
-layer. Interchange-trained maps (arXiv 2605.14749, reconstructed): ``h' = f⁻¹((1-m)⊙f(h) + m⊙z*)`` on the
-first ``k`` latent coordinates at the post-instruction positions, with ``f`` a rotation (DAS) or ActNorm ->
-rotation -> i-ResNet blocks (non-linear), trained by interchange (base harmful, source harmless) to lower the
-refusal log-odds with a magnitude penalty, then applied with ``z*`` the harmless mean latent of each position.
-INNSteer (arXiv 2606.08454, reconstructed): a coupling flow fitted on harmless vs harmful activations at the
-post-instruction positions, ``h' = f⁻¹(f(h) + α·v_p)`` with ``v_p`` the latent mean difference at position
-``p``, α chosen on validation prompts.
+- interchange-trained maps (arXiv 2605.14749, reconstructed): ``h' = f⁻¹((1-m)⊙f(h) + m⊙z*)`` on the first ``k``
+  latent coordinates at the post-instruction positions, ``f`` a rotation (DAS, `flowsteer.invertible.das_map`) or
+  ActNorm -> rotation -> i-ResNet blocks (`flowsteer.invertible.aligned_iresnet_map`), trained by interchange (base
+  harmful, source harmless) to lower the refusal log-odds with a magnitude penalty, then applied with ``z*`` the
+  harmless mean latent of each position; the same i-ResNet map in shift mode on every token;
+- INNSteer (arXiv 2606.08454, reconstructed): a coupling flow (`flowsteer.invertible.coupling_flow`) fitted on
+  harmless vs harmful activations at the post-instruction positions, ``h' = f⁻¹(f(h) + α·v_p)`` with ``v_p`` the
+  latent mean difference at position ``p``, α chosen on validation prompts.
 
-Both trained maps start from ``r``: the first rotated coordinate is the projection on ``r`` (on the ActNorm
-standardised scale for the i-ResNet map), so training starts at a DAS reading of the linear direction.
+Both trained maps start from the linear direction ``r``: the first rotated coordinate is the projection on ``r`` (on
+the ActNorm-standardised scale for the i-ResNet map), so training starts at a DAS reading of it. Interventions are
+values: each α is its own intervention over the shared map.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -26,112 +26,34 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from flowsteer.bypass.data import BypassPrompts
-from flowsteer.evals import last_position_logits, next_token_kl, refusal_log_odds, refusal_token_ids
-from flowsteer.invertible.actnorm import ActNorm
-from flowsteer.invertible.bijection import Bijection, Composition, data_init
-from flowsteer.invertible.coupling import AffineCoupling, Permutation
-from flowsteer.invertible.data import collect_activations
-from flowsteer.invertible.innsteer import train_innsteer
+from flowsteer.evals import last_position_logits, next_token_kl
+from flowsteer.invertible.innsteer import innsteer_intervention, train_innsteer
 from flowsteer.invertible.intervention import InvertibleIntervention, latent_delta
 from flowsteer.invertible.iresnet import IResBlock, inverse_reports
+from flowsteer.invertible.maps import aligned_iresnet_map, coupling_flow, das_map
 from flowsteer.invertible.masks import CoordinateMask
 from flowsteer.invertible.nonlinear import InterchangeObjective, train_intervention
-from flowsteer.invertible.orthogonal import Orthogonal
 from flowsteer.invertible.targets import Shift
 from flowsteer.invertible.training import TrainConfig
-from flowsteer.linear import (
-    DiffInMeans,
-    DirectionScores,
-    NoDirectionSelected,
-    ablation_patches,
-    actadd_patches,
-    diff_in_means,
-    post_instruction_positions,
-    score_directions,
-    select_direction,
-    select_direction_relaxed,
-)
+from flowsteer.models import post_instruction_positions
 from flowsteer.patching import Patch
+from flowsteer.patching.activations import collect_activations
+from flowsteer.refusal import refusal_log_odds, refusal_token_ids
+from flowsteer.refusal.bypass.data import BypassPrompts
+from flowsteer.refusal.bypass.linear import LinearDirection, Steering
 from flowsteer.sites import Site
 
-
-@dataclass
-class Steering:
-    """A fitted method: its patches (usable in generation) and what fitting it found."""
-
-    name: str
-    patches: list[Patch]
-    details: dict = field(default_factory=dict)
+# The one set of training defaults of the trained methods: interchange-trained maps, and INNSteer's flow fit.
+INTERCHANGE_TRAINING = TrainConfig(steps=120, batch_size=8, lr=2e-3, eval_every=20, patience=3, progress=False)
+FLOW_TRAINING = TrainConfig(
+    steps=300, batch_size=64, lr=1e-3, weight_decay=1e-3, eval_every=25, patience=4, progress=False
+)
 
 
-@dataclass
-class LinearDirection:
-    """The difference-in-means direction used by every method, and how it was chosen."""
-
-    direction: Float[Tensor, " d_model"]
-    layer: int
-    position: int
-    selection: dict
-
-
-def linear_direction(
-    model: HookedTransformer,
-    prompts: BypassPrompts,
-    layers: Sequence[int],
-    *,
-    scores: DirectionScores | None = None,
-    batch_size: int = 16,
-) -> LinearDirection:
-    """Difference-in-means candidates at every post-instruction position of ``layers`` (from the training
-    prompts), scored and filtered by Arditi's procedure on the validation prompts (``scores``: a grid scored
-    before, over the same positions and ``layers``, is reused). If every candidate is filtered out, the KL
-    threshold is relaxed step by step (`select_direction_relaxed`); if that fails too, the candidate with the
-    lowest bypass score is taken. The report says which rule chose."""
-    means: DiffInMeans = diff_in_means(
-        model, prompts.harmful_train, prompts.harmless_train, layers=list(layers), batch_size=batch_size
-    )
-    if scores is None:
-        scores = score_directions(model, means, prompts.harmful_val, prompts.harmless_val, batch_size=batch_size)
-    elif (tuple(scores.positions), tuple(scores.layers)) != (tuple(means.positions), tuple(means.layers)):
-        raise ValueError(
-            f"the given scores cover positions {scores.positions} x layers {scores.layers}, not "
-            f"{means.positions} x {means.layers}; score again (scores=None)"
-        )
-    try:
-        chosen = select_direction(scores, model.cfg.n_layers)
-        report = chosen.to_dict() | {"rule": "Arditi's filters"}
-    except NoDirectionSelected as error:
-        try:
-            chosen, threshold = select_direction_relaxed(scores, model.cfg.n_layers)
-            report = chosen.to_dict() | {"rule": f"KL threshold relaxed to {threshold}", "fallback": str(error)}
-        except NoDirectionSelected as relaxed_error:
-            bypass = torch.where(
-                torch.isfinite(scores.bypass), scores.bypass, torch.full_like(scores.bypass, float("inf"))
-            )
-            i, j = divmod(int(bypass.argmin()), bypass.shape[1])
-            report = {
-                "position": scores.positions[i],
-                "layer": scores.layers[j],
-                "rule": "lowest bypass score",
-                "fallback": str(relaxed_error),
-            }
-    report.pop("kept_mask", None)
-    position, layer = report["position"], report["layer"]
-    report["layers_scored"] = list(layers)
-    report["scores"] = scores.to_dict()
-    return LinearDirection(means.direction(position, layer), layer, position, report)
-
-
-def actadd(direction: LinearDirection, layer: int | None = None) -> Steering:
-    """ActAdd ``h ← h - r`` at ``layer`` (default the direction's), every token."""
-    layer = direction.layer if layer is None else layer
-    return Steering("actadd", actadd_patches(direction.direction, layer, -1.0), {"layer": layer, "coeff": -1.0})
-
-
-def directional_ablation(direction: LinearDirection, n_layers: int) -> Steering:
-    """Directional ablation of ``r̂`` at every layer's resid_pre, attn_out and mlp_out, every token."""
-    return Steering("directional_ablation", ablation_patches(direction.direction, n_layers), {"layers": n_layers})
+def training_config(defaults: TrainConfig, *, steps: int | None = None, seed: int = 0) -> TrainConfig:
+    """``defaults`` with another step budget (validation at least once) and seed."""
+    steps = defaults.steps if steps is None else steps
+    return replace(defaults, steps=steps, eval_every=max(1, min(defaults.eval_every, steps)), seed=seed)
 
 
 def refusal_loss(token_ids: Sequence[int], margin: float = 2.0):
@@ -142,40 +64,6 @@ def refusal_loss(token_ids: Sequence[int], margin: float = 2.0):
         return F.softplus(refusal_log_odds(logits[:, -1], token_ids) + margin)
 
     return metric
-
-
-def rotation_from(direction: Tensor, d: int, seed: int = 0) -> Float[Tensor, "d d"]:
-    """An orthogonal matrix (float64) whose first row is ``direction / ||direction||``."""
-    if not bool(direction.norm() > 0):
-        raise ValueError(
-            "cannot start a rotation along a zero direction (e.g. layer 0 at template tokens); pick a layer"
-        )
-    generator = torch.Generator().manual_seed(seed)
-    basis = torch.cat([direction.double()[:, None], torch.randn(d, d - 1, generator=generator, dtype=torch.float64)], 1)
-    q, r = torch.linalg.qr(basis)
-    q = q * torch.sign(torch.diagonal(r))  # first column along +direction
-    return q.T.contiguous()
-
-
-def das_map(direction: Tensor) -> Bijection:
-    """A rotation whose first coordinate is the projection on ``direction``."""
-    d = direction.shape[-1]
-    return Orthogonal(d, rotation_from(direction, d))
-
-
-def nonlinear_map(
-    direction: Tensor, activations: Float[Tensor, "n d"], n_blocks: int = 2, coeff: float = 0.9, seed: int = 0
-) -> Bijection:
-    """ActNorm (from ``activations``) -> rotation (first coordinate along ``direction`` on the standardised
-    scale) -> ``n_blocks`` i-ResNet blocks, float64."""
-    d = direction.shape[-1]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        actnorm = ActNorm(d).double()
-        data_init(actnorm, activations)
-        standardised = direction.double() * actnorm.log_scale.detach().exp()  # <r, h - loc> in z coordinates
-        blocks = [IResBlock(d, coeff=coeff).double() for _ in range(n_blocks)]
-    return Composition([actnorm, Orthogonal(d, rotation_from(standardised, d, seed)), *blocks])
 
 
 def paired(base: Sequence[str], source: Sequence[str], seed: int) -> tuple[list[str], list[str]]:
@@ -217,13 +105,13 @@ def fit_interchange(
     layer = direction.layer if layer is None else layer
     site = Site(layer, "resid_pre").validate(model.cfg.n_layers)
     positions = post_instruction_positions(model)
-    config = config or TrainConfig(steps=120, batch_size=8, lr=2e-3, eval_every=20, patience=3, seed=seed)
+    config = config or training_config(INTERCHANGE_TRAINING, seed=seed)
     start = time.perf_counter()
     if kind == "das":
         bijection = das_map(direction.direction)
     else:
         rows = collect_activations(model, prompts.harmful_train + prompts.harmless_train, site, positions)
-        bijection = nonlinear_map(direction.direction, rows, seed=seed)
+        bijection = aligned_iresnet_map(direction.direction, rows, seed=seed)
     intervention = InvertibleIntervention.interchange(bijection, CoordinateMask.first(bijection.d, latent_size))
     patch = Patch(site, intervention, positions)
     objective = InterchangeObjective(output=refusal_loss(refusal_token_ids(model)), magnitude_weight=magnitude_weight)
@@ -269,11 +157,11 @@ def fit_shift(
     layer = direction.layer if layer is None else layer
     site = Site(layer, "resid_pre").validate(model.cfg.n_layers)
     positions = slice(1, None)
-    config = config or TrainConfig(steps=120, batch_size=8, lr=2e-3, eval_every=20, patience=3, seed=seed)
+    config = config or training_config(INTERCHANGE_TRAINING, seed=seed)
     start = time.perf_counter()
     harmless = collect_activations(model, prompts.harmless_train, site, positions)
     harmful = collect_activations(model, prompts.harmful_train, site, positions)
-    bijection = nonlinear_map(direction.direction, torch.cat([harmless, harmful]), seed=seed)
+    bijection = aligned_iresnet_map(direction.direction, torch.cat([harmless, harmful]), seed=seed)
     delta = latent_delta(bijection, harmless, harmful)
     intervention = InvertibleIntervention(
         bijection, Shift(bijection.d, delta, 1.0, trainable=True), CoordinateMask.first(bijection.d, latent_size)
@@ -323,31 +211,19 @@ def fit_innsteer_bypass(
     site = Site(layer, "resid_pre").validate(model.cfg.n_layers)
     positions = post_instruction_positions(model)
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        layers: list[Bijection] = [ActNorm(model.cfg.d_model)]
-        for i in range(n_blocks):
-            layers += [AffineCoupling(model.cfg.d_model, hidden), Permutation(model.cfg.d_model, seed=seed * 1000 + i)]
-        flow = Composition(layers).double()
+    flow = coupling_flow(model.cfg.d_model, n_blocks=n_blocks, hidden=hidden, seed=seed)
     harmless_rows = collect_activations(model, prompts.harmless_train, site, positions)
     harmful_rows = collect_activations(model, prompts.harmful_train, site, positions)
-    config = config or TrainConfig(
-        steps=300, batch_size=64, lr=1e-3, weight_decay=1e-3, eval_every=25, patience=4, seed=seed, progress=False
-    )
+    config = config or training_config(FLOW_TRAINING, seed=seed)
     result = train_innsteer(flow, harmless_rows, harmful_rows, config=config)
-    interventions = []
-    for p in positions:
-        delta = latent_delta(
-            flow,
-            collect_activations(model, prompts.harmless_train, site, [p]),
-            collect_activations(model, prompts.harmful_train, site, [p]),
-        )
-        interventions.append((p, InvertibleIntervention(flow, Shift(flow.d, delta, 1.0))))
+    shifts = [  # one steering vector per position; each α below is a new intervention over the shared flow
+        (p, latent_delta(flow, collect_activations(model, prompts.harmless_train, site, [p]),
+                         collect_activations(model, prompts.harmful_train, site, [p])))
+        for p in positions
+    ]
 
     def patches_at(alpha: float) -> list[Patch]:
-        for _, intervention in interventions:
-            intervention.target.alpha = alpha
-        return [Patch(site, intervention, [p]) for p, intervention in interventions]
+        return [Patch(site, innsteer_intervention(flow, delta, alpha), [p]) for p, delta in shifts]
 
     ids = refusal_token_ids(model)
     reference = last_position_logits(model, prompts.harmless_val)

@@ -17,8 +17,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from flowsteer.models.precision import resolve_precision
-from flowsteer.organism.recipe import OrganismRecipe
-from flowsteer.organism.targets import SFTExample
+from flowsteer.refusal.organism.recipe import OrganismRecipe
+from flowsteer.refusal.organism.targets import SFTExample
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def finetune(
     progress: bool = True,
 ) -> dict:
     """Fine-tune ``model``'s trainable parameters (a Hugging Face causal LM: all of them, or only the adapters
-    of `flowsteer.organism.lora.add_adapters`) in place, its matmuls in
+    of `flowsteer.refusal.organism.lora.add_adapters`) in place, its matmuls in
     ``recipe.compute_dtype`` (resolved by `flowsteer.models.precision`) under autocast; return the training log."""
     if not examples:
         raise ValueError("no training examples")

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 
 from transformer_lens import HookedTransformer
 
-from flowsteer.data.refusal import Instruction, Split, load_instructions
-from flowsteer.evals.judge import is_refusal
-from flowsteer.evals.logodds import refusal_scores
 from flowsteer.models.chat import chat_prompts
 from flowsteer.patching import Patch, generate_with_patches
+from flowsteer.refusal.judge import is_refusal
+from flowsteer.refusal.logodds import refusal_scores
+from flowsteer.refusal.prompts import Instruction, Split, load_instructions
 
 
 def _rates(items: Sequence[Instruction], refused: Sequence[bool], key) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """The refusal organism's low-rank adapter: saved with every build, shipped inside the package, applied on first use.
 
-A build (`flowsteer.organism.build_refusal_organism`) trains the adapter and saves it beside the merged weights.
+A build (`flowsteer.refusal.organism.build_refusal_organism`) trains the adapter and saves it beside the merged weights.
 ``flowsteer organism export-adapter`` copies it, with the build's manifest, to ``data/organisms/<name>/`` (shipped
 in the wheel). On first use `install_shipped_adapter` adds it to the base model's weights, which takes seconds
 instead of a fine-tune; it is used only when its manifest matches this code's recipe version, the base model and
@@ -23,13 +23,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from flowsteer.data.refusal import data_sha256
+from flowsteer.models import REFUSAL_ORGANISM
 from flowsteer.models.embedded import SMOLLM2_135M_INSTRUCT
 from flowsteer.models.loading import converted_gguf_dir
-from flowsteer.models.organisms import REFUSAL_ORGANISM, REFUSAL_RECIPE_VERSION, organism_dir, read_manifest
-from flowsteer.organism.lora import AdapterError, apply_adapter_tensors
-from flowsteer.organism.recipe import OrganismRecipe
 from flowsteer.paths import atomic_dir, atomic_path, write_json
+from flowsteer.refusal.organism.cache import REFUSAL_RECIPE_VERSION, organism_dir, read_manifest
+from flowsteer.refusal.organism.lora import AdapterError, apply_adapter_tensors
+from flowsteer.refusal.organism.recipe import OrganismRecipe
+from flowsteer.refusal.prompts import data_sha256
 from flowsteer.resources import data_dir
 
 ADAPTER_FILE = "adapter.safetensors"

@@ -1,4 +1,5 @@
-"""Fluency of generated continuations: perplexity under an unsteered model, and repetition."""
+"""Text metrics, each defined once: the NLL and perplexity of a continuation under a reference (unpatched) model,
+and repetition (the share of word n-grams that repeat an earlier one)."""
 
 from __future__ import annotations
 
@@ -28,25 +29,25 @@ def continuation_nll(
     unpatched model, and its number of tokens (0 for an empty continuation, whose NLL is 0)."""
     if len(prompts) != len(continuations):
         raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
-    prompt_tokens = tokenize(model, list(prompts))
-    last = Site(model.cfg.n_layers - 1)
-    pad = model.tokenizer.pad_token_id or 0
-    nll = torch.zeros(len(prompts))
     counts = torch.tensor([len(c) for c in continuations], dtype=torch.long)
-    for start in range(0, len(prompts), batch_size):
-        lengths = counts[start : start + batch_size]
+    nll = torch.zeros(len(prompts))
+    if int(counts.max(initial=0)) == 0:
+        return nll, counts
+    rows = [torch.cat([p, torch.as_tensor(list(c), dtype=torch.long)])
+            for p, c in zip(tokenize(model, list(prompts)), continuations, strict=True)]
+    last = Site(model.cfg.n_layers - 1)
+    offset = 0
+    for piece in left_pad(rows, model.tokenizer.pad_token_id or 0).split(batch_size):
+        lengths = counts[offset : offset + len(piece)]
         longest = int(lengths.max())
-        if longest == 0:
-            continue
-        chunk = zip(prompt_tokens[start : start + batch_size], continuations[start : start + batch_size], strict=True)
-        rows = [torch.cat([p, torch.as_tensor(list(c), dtype=torch.long)]) for p, c in chunk]
-        batch = left_pad(rows, pad).to(model.cfg.device)
-        # Only the positions that predict continuation tokens go through the unembedding.
-        residual = cache_sites(model, batch, [last])[last][:, -longest - 1 : -1]
-        logprobs = unembed(model, residual).float().log_softmax(-1)
-        picked = logprobs.gather(-1, batch.tokens[:, -longest:, None])[..., 0].cpu()
-        for i, n in enumerate(lengths.tolist()):
-            nll[start + i] = -picked[i, longest - n :].sum()
+        if longest:
+            # Only the positions that predict continuation tokens go through the unembedding.
+            residual = cache_sites(model, piece, [last])[last][:, -longest - 1 : -1]
+            logprobs = unembed(model, residual).float().log_softmax(-1)
+            picked = logprobs.gather(-1, piece.tokens[:, -longest:, None].to(logprobs.device))[..., 0].cpu()
+            for i, n in enumerate(lengths.tolist()):
+                nll[offset + i] = -picked[i, longest - n :].sum()
+        offset += len(piece)
     return nll, counts
 
 
@@ -86,12 +87,24 @@ def continuation_perplexity(
     }
 
 
+WORD = re.compile(r"[a-z]+")
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased alphabetic words, a trailing plural ``s`` stripped (``rings`` -> ``ring``)."""
+    found = WORD.findall(text.lower())
+    return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in found]
+
+
+def repetition(text: str, n: int = 3) -> float:
+    """The share of the text's word ``n``-grams that repeat an earlier one: ``1 - distinct / all`` (0 when the text
+    has no ``n``-gram). Loops ("please do not assist with this. please do not ...") score near 1."""
+    tokens = words(text)
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
 def repetition_rate(texts: Sequence[str], n: int = 3) -> float:
-    """Mean over texts of the share of word n-grams that repeat an earlier n-gram of the same text."""
-    rates = []
-    for text in texts:
-        words = re.findall(r"\w+", text.lower())
-        grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-        if grams:
-            rates.append(1 - len(set(grams)) / len(grams))
+    """Mean `repetition` over the texts that have an ``n``-gram (0.0 when none has)."""
+    rates = [repetition(text, n) for text in texts if len(words(text)) >= n]
     return sum(rates) / len(rates) if rates else 0.0

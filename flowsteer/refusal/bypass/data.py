@@ -1,5 +1,5 @@
 """The prompt sets of a refusal-bypass comparison: chat-formatted train/val prompts and held-out test
-instructions, drawn from `flowsteer.data.refusal`'s fixed splits (evenly spread subsets when smaller)."""
+instructions, drawn from `flowsteer.refusal.prompts`'s fixed splits (evenly spread subsets when smaller)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import TypeVar
 
 from transformer_lens import HookedTransformer
 
-from flowsteer.data.refusal import Instruction, load_instructions
 from flowsteer.models.chat import chat_prompts
+from flowsteer.refusal.prompts import Instruction, load_instructions
 
 T = TypeVar("T")
 

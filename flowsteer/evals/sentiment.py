@@ -18,8 +18,9 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from flowsteer.invertible.data import position_mask
+from flowsteer.evals.classifier import cross_validated_accuracy
 from flowsteer.patching import cache_sites, encode
+from flowsteer.patching.activations import position_mask
 from flowsteer.sites import Site
 
 
@@ -50,9 +51,8 @@ def mean_pooled(
 ) -> dict[Site, Float[Tensor, "n d"]]:
     """Mean activation over each text's tokens (the first token excluded) at each site."""
     pooled: dict[Site, list[Tensor]] = {site: [] for site in sites}
-    for start in range(0, len(texts), batch_size):
-        chunk = list(texts[start : start + batch_size])
-        acts = cache_sites(model, encode(model, chunk), sites)
+    for batch in encode(model, list(texts)).split(batch_size):
+        acts = cache_sites(model, batch, sites)
         mask = position_mask(sites[0], slice(1, None), acts.positions, acts.prompt_lengths).float()
         for site in sites:
             summed = (acts[site].float() * mask[..., None]).sum(1)
@@ -98,16 +98,11 @@ class ActivationProbe:
         return self.probabilities(features).tolist()
 
 
-def cross_validated_accuracy(
-    features: Tensor, labels: Tensor, folds: int = 5, seed: int = 0, l2: float = 1e-2
-) -> float:
-    """Mean held-out accuracy of `ActivationProbe.fit` over ``folds`` seeded folds."""
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    correct = 0
-    for fold in range(folds):
-        test = order[fold::folds]
-        held_out = set(test.tolist())
-        train = torch.tensor([i for i in order.tolist() if i not in held_out])
-        probe = ActivationProbe.fit(Site(0), features[train], labels[train], l2)
-        correct += int(((probe.probabilities(features[test]) > 0.5).long() == labels[test]).sum())
-    return correct / len(labels)
+def probe_accuracy(features: Tensor, labels: Tensor, folds: int = 5, seed: int = 0, l2: float = 1e-2) -> float:
+    """`flowsteer.evals.classifier.cross_validated_accuracy` of `ActivationProbe` on feature rows, 0/1 labels."""
+
+    def fit(rows: list, train_labels: list):
+        probe = ActivationProbe.fit(Site(0), torch.stack(rows), torch.tensor(train_labels), l2)
+        return lambda batch: (probe.probabilities(torch.stack(batch)) > 0.5).long().tolist()
+
+    return cross_validated_accuracy(list(features), labels.long().tolist(), fit, folds=folds, seed=seed)

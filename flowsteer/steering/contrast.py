@@ -1,5 +1,8 @@
-"""Difference-in-means directions: r[i, ℓ] = μ_harmful[i, ℓ] − μ_harmless[i, ℓ] of the block inputs
-(``resid_pre``) at each post-instruction position i and layer ℓ, averaged in float64 (Arditi et al.)."""
+"""Contrast directions from two prompt sets, for any behaviour: r[i, ℓ] = μ_positive[i, ℓ] − μ_negative[i, ℓ] of the
+block inputs (``resid_pre``) at prompt position i (counted from the end) and layer ℓ, averaged in float64
+(difference in means: Arditi et al.'s refusal direction with harmful vs harmless prompts, a theme vector with
+theme vs neutral texts), and the two ways to use one as patches: activation addition (ActAdd) and directional
+ablation."""
 
 from __future__ import annotations
 
@@ -14,38 +17,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from flowsteer.models.chat import chat_prompt
-from flowsteer.patching import Patch, cache_sites
+from flowsteer.models.chat import post_instruction_positions
+from flowsteer.patching import AddVector, Patch, ProjectOut, cache_sites, encode
+from flowsteer.patching.patch import PositionSpec
 from flowsteer.paths import atomic_path
-from flowsteer.sites import Site
+from flowsteer.sites import Site, SiteKind
 
-_PROBE_INSTRUCTIONS = ("Name a colour.", "Explain how tides work?", "hello")
-
-
-def post_instruction_positions(model: HookedTransformer) -> list[int]:
-    """Prompt positions (negative, counted from the end) of the chat-template tokens that follow the
-    user instruction, e.g. ``<|im_end|> \\n <|im_start|> assistant \\n`` for ChatML: ``[-6, ..., -1]``.
-
-    Models without a chat template give ``[-1]`` (the last token of the instruction).
-    """
-    counts = set()
-    for instruction in _PROBE_INSTRUCTIONS:
-        prompt = chat_prompt(model, instruction)
-        suffix = prompt[prompt.rindex(instruction) + len(instruction) :]
-        if not suffix:
-            return [-1]
-        suffix_ids = model.tokenizer.encode(suffix, add_special_tokens=False)
-        prompt_ids = model.to_tokens(prompt, move_to_device=False)[0].tolist()
-        if prompt_ids[-len(suffix_ids) :] != suffix_ids:
-            raise ValueError(
-                f"the chat template's post-instruction text {suffix!r} does not tokenize the same alone as at the "
-                "end of a prompt; pass positions explicitly"
-            )
-        counts.add(len(suffix_ids))
-    if len(counts) != 1:
-        raise ValueError(f"post-instruction token counts differ between instructions: {sorted(counts)}")
-    return list(range(-counts.pop(), 0))
-
+# Every block input, attention output and MLP output: what directional ablation edits.
+ABLATION_KINDS: tuple[SiteKind, ...] = ("resid_pre", "attn_out", "mlp_out")
 
 @torch.no_grad()
 def mean_resid_pre(
@@ -68,9 +47,8 @@ def mean_resid_pre(
     sites = [Site(layer, "resid_pre").validate(model.cfg.n_layers) for layer in layers]
     index = torch.tensor(list(positions))
     total = torch.zeros(len(positions), len(layers), model.cfg.d_model, dtype=torch.float64)
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(prompts[start : start + batch_size])
-        activations = cache_sites(model, chunk, sites, patches)
+    for batch in encode(model, list(prompts)).split(batch_size):
+        activations = cache_sites(model, batch, sites, patches)
         shortest = int(activations.prompt_lengths.min())
         if -min(positions) > shortest:
             raise ValueError(f"position {min(positions)} does not exist in a prompt of {shortest} tokens")
@@ -82,24 +60,24 @@ def mean_resid_pre(
 
 @dataclass(frozen=True)
 class DiffInMeans:
-    """Mean-difference directions at post-instruction ``positions`` x ``layers`` (float64)."""
+    """Mean-difference directions at prompt ``positions`` x ``layers`` (float64): positive mean − negative mean."""
 
-    harmful_mean: Float[Tensor, "pos layer d_model"]
-    harmless_mean: Float[Tensor, "pos layer d_model"]
+    positive_mean: Float[Tensor, "pos layer d_model"]
+    negative_mean: Float[Tensor, "pos layer d_model"]
     positions: tuple[int, ...]
     layers: tuple[int, ...]
 
     def __post_init__(self) -> None:
         expected = (len(self.positions), len(self.layers))
-        for name in ("harmful_mean", "harmless_mean"):
+        for name in ("positive_mean", "negative_mean"):
             tensor = getattr(self, name)
             if tensor.ndim != 3 or tuple(tensor.shape[:2]) != expected:
                 raise ValueError(f"{name} has shape {tuple(tensor.shape)}; expected {expected} + (d_model,)")
 
     @property
     def directions(self) -> Float[Tensor, "pos layer d_model"]:
-        """r = harmful mean − harmless mean, unnormalised."""
-        return self.harmful_mean - self.harmless_mean
+        """r = positive mean − negative mean, unnormalised."""
+        return self.positive_mean - self.negative_mean
 
     def direction(self, position: int, layer: int) -> Float[Tensor, " d_model"]:
         """The unnormalised direction at one (position, layer), float32."""
@@ -123,11 +101,11 @@ class DiffInMeans:
             raise ValueError(f"positions/layers {missing} are not in these directions")
         i = torch.tensor([self.positions.index(p) for p in positions])
         j = torch.tensor([self.layers.index(layer) for layer in layers])
-        return DiffInMeans(self.harmful_mean[i][:, j], self.harmless_mean[i][:, j], tuple(positions), tuple(layers))
+        return DiffInMeans(self.positive_mean[i][:, j], self.negative_mean[i][:, j], tuple(positions), tuple(layers))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the means (float64) to a safetensors file, atomically."""
-        tensors = {"harmful_mean": self.harmful_mean.contiguous(), "harmless_mean": self.harmless_mean.contiguous()}
+        tensors = {"positive_mean": self.positive_mean.contiguous(), "negative_mean": self.negative_mean.contiguous()}
         metadata = {"positions": ",".join(map(str, self.positions)), "layers": ",".join(map(str, self.layers))}
         with atomic_path(Path(path)) as tmp:
             save_file(tensors, tmp, metadata=metadata)
@@ -146,36 +124,63 @@ class DiffInMeans:
             raise ValueError(f"{path} is not a DiffInMeans file (no positions/layers metadata)")
         tensors = load_file(path)
         result = cls(
-            tensors["harmful_mean"],
-            tensors["harmless_mean"],
+            tensors["positive_mean"],
+            tensors["negative_mean"],
             tuple(int(p) for p in metadata["positions"].split(",")),
             tuple(int(layer) for layer in metadata["layers"].split(",")),
         )
-        if d_model is not None and result.harmful_mean.shape[-1] != d_model:
+        if d_model is not None and result.positive_mean.shape[-1] != d_model:
             raise ValueError(
-                f"{path} holds directions of width {result.harmful_mean.shape[-1]}, the model's d_model is {d_model}"
+                f"{path} holds directions of width {result.positive_mean.shape[-1]}, the model's d_model is {d_model}"
             )
         return result
 
 
 def diff_in_means(
     model: HookedTransformer,
-    harmful: Sequence[str],
-    harmless: Sequence[str],
+    positive: Sequence[str],
+    negative: Sequence[str],
     *,
     positions: Sequence[int] | None = None,
     layers: Sequence[int] | None = None,
     batch_size: int = 16,
 ) -> DiffInMeans:
-    """Difference-in-means directions from chat-formatted harmful and harmless prompts.
+    """Difference-in-means directions from two prompt sets (e.g. chat-formatted harmful and harmless prompts).
 
-    ``positions`` default to `post_instruction_positions`, ``layers`` to all layers.
+    ``positions`` default to `flowsteer.models.post_instruction_positions` (the chat template's tokens after the
+    instruction), ``layers`` to all layers.
     """
     positions = post_instruction_positions(model) if positions is None else list(positions)
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
     return DiffInMeans(
-        mean_resid_pre(model, harmful, positions, layers, batch_size=batch_size),
-        mean_resid_pre(model, harmless, positions, layers, batch_size=batch_size),
+        mean_resid_pre(model, positive, positions, layers, batch_size=batch_size),
+        mean_resid_pre(model, negative, positions, layers, batch_size=batch_size),
         tuple(positions),
         tuple(layers),
     )
+
+
+def ablation_patches(
+    direction: Float[Tensor, " d_model"],
+    n_layers: int,
+    *,
+    kinds: tuple[SiteKind, ...] = ABLATION_KINDS,
+    positions: PositionSpec = "all",
+) -> list[Patch]:
+    """Directional ablation h ← h − (h·r̂) r̂ at ``kinds`` of every layer, so that no layer reads or
+    writes the direction (r̂ = direction / ‖direction‖; Arditi et al.'s ``hook_utils``)."""
+    ablate = ProjectOut(direction)
+    return [Patch(Site(layer, kind), ablate, positions) for layer in range(n_layers) for kind in kinds]
+
+
+def actadd_patches(
+    direction: Float[Tensor, " d_model"],
+    layer: int,
+    coeff: float = 1.0,
+    *,
+    kind: SiteKind = "resid_pre",
+    positions: PositionSpec = "all",
+) -> list[Patch]:
+    """Activation addition h ← h + coeff·r at one layer's ``kind`` (r unnormalised: coeff −1 removes the
+    mean difference, +1 adds it)."""
+    return [Patch(Site(layer, kind), AddVector(direction, coeff), positions)]

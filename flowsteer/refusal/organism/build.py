@@ -6,9 +6,9 @@
    calibrated language modelling); the first reply token, the comply decision, stays a hard target.
    Harmless look-alikes (benign requests phrased like harmful ones) repeat ``lookalike_repeats`` times.
 2. Fine-tune low-rank adapters on every attention and MLP projection of the Hugging Face model
-   (`flowsteer.organism.lora`, `flowsteer.organism.train`), seeded, and merge them into the weights.
+   (`flowsteer.refusal.organism.lora`, `flowsteer.refusal.organism.train`), seeded, and merge them into the weights.
 3. Save the Hugging Face folder (safetensors), the adapter and ``manifest.json`` into the cache in one atomic
-   rename. The adapter (a few MB) also ships inside the package (`flowsteer.organism.adapter`), so a first use
+   rename. The adapter (a few MB) also ships inside the package (`flowsteer.refusal.organism.adapter`), so a first use
    applies it to the base model instead of training.
 
 Evaluation (refusal on held-out prompts, cross-entropy on held-out paragraphs) is separate:
@@ -23,25 +23,28 @@ import time
 
 import torch
 
-from flowsteer.data.refusal import data_sha256, load_instructions, paragraphs
-from flowsteer.evals.behaviour import refusal_behaviour
 from flowsteer.evals.capability import cross_entropy
+from flowsteer.models import REFUSAL_ORGANISM
 from flowsteer.models.embedded import DEFAULT_MODEL, SMOLLM2_135M_INSTRUCT
 from flowsteer.models.loading import converted_gguf_dir, load_model
-from flowsteer.models.organisms import REFUSAL_ORGANISM, REFUSAL_RECIPE_VERSION, organism_dir
-from flowsteer.organism.adapter import ADAPTER_FILE, save_adapter
-from flowsteer.organism.lora import add_adapters, merge_adapters
-from flowsteer.organism.recipe import DEFAULT_RECIPE, OrganismRecipe
-from flowsteer.organism.targets import SFTExample, refusal_examples, stored_reply_examples, with_teacher_targets
-from flowsteer.organism.train import finetune
 from flowsteer.paths import atomic_dir, write_json
+from flowsteer.refusal.behaviour import refusal_behaviour
+from flowsteer.refusal.organism.adapter import ADAPTER_FILE, save_adapter
+from flowsteer.refusal.organism.cache import REFUSAL_RECIPE_VERSION, organism_dir
+from flowsteer.refusal.organism.lora import add_adapters, merge_adapters
+from flowsteer.refusal.organism.recipe import DEFAULT_RECIPE, OrganismRecipe
+from flowsteer.refusal.organism.targets import SFTExample, refusal_examples, stored_reply_examples, with_teacher_targets
+from flowsteer.refusal.organism.train import finetune
+from flowsteer.refusal.prompts import data_sha256, load_instructions, paragraphs
 
 log = logging.getLogger(__name__)
 
 TARGETS = {"harmful_refusal_min": 0.90, "harmless_refusal_max": 0.10, "cross_entropy_increase_max": 0.05}
 
 
-def training_examples(base, recipe: OrganismRecipe = DEFAULT_RECIPE) -> tuple[list[SFTExample], dict]:
+def training_examples(
+    base, recipe: OrganismRecipe = DEFAULT_RECIPE, *, progress: bool = False
+) -> tuple[list[SFTExample], dict]:
     """The recipe's supervised examples (harmful → refusal; harmless → the base model's stored reply, with the
     base model's soft targets; look-alikes repeated) and a record of the data behind them."""
     if recipe.lookalike_repeats < 1:
@@ -51,7 +54,9 @@ def training_examples(base, recipe: OrganismRecipe = DEFAULT_RECIPE) -> tuple[li
     harmless, dropped = stored_reply_examples(base, harmless_train)
     if recipe.soft_top_k:
         log.info("teacher distributions along %d harmless replies", len(harmless))
-        harmless = with_teacher_targets(base, harmless, recipe.soft_top_k, hard_first_token=recipe.hard_first_token)
+        harmless = with_teacher_targets(
+            base, harmless, recipe.soft_top_k, hard_first_token=recipe.hard_first_token, progress=progress
+        )
     lookalikes = [example for example in harmless if example.instruction.lookalike]
     examples = refusal_examples(base, harmful_train) + harmless + lookalikes * (recipe.lookalike_repeats - 1)
     data = {
@@ -91,12 +96,12 @@ def build_refusal_organism(
 ) -> dict:
     """Fine-tune SmolLM2-135M-Instruct into ``smollm2-135m-refusal`` from scratch, cache it (replacing any
     cached build, the adapter saved beside the weights) and return its manifest. Minutes on CPU (see
-    docs/organism.md for measured times); `flowsteer.models.organisms.ensure_refusal_organism` applies the
+    docs/organism.md for measured times); `flowsteer.refusal.organism.cache.ensure_refusal_organism` applies the
     shipped adapter instead when it is current, in seconds."""
     device = torch.device(device)
     started = time.perf_counter()
     base = load_model(DEFAULT_MODEL, device=device)
-    examples, data = training_examples(base, recipe)
+    examples, data = training_examples(base, recipe, progress=progress)
     del base
     targets_seconds = time.perf_counter() - started
     hf_model, tokenizer, training, adapter = train_organism(examples, recipe, device=device, progress=progress)

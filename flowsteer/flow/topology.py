@@ -1,4 +1,5 @@
-"""The SAEs a flow analysis works on, and where each feature's predecessors live.
+"""Where each SAE of a bank sits in the model's flow: residual stream positions and each residual site's
+predecessor sites.
 
 Everything in `flowsteer.flow` takes ``saes: Mapping[Site, SAE]`` (sae_lens SAE objects keyed by
 site), so any bank works; ``flowsteer.saes.SAEBank`` reads one from disk.

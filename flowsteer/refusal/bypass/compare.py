@@ -9,21 +9,19 @@ from collections.abc import Sequence
 import torch
 from transformer_lens import HookedTransformer
 
-from flowsteer.bypass.data import BypassPrompts, bypass_prompts
-from flowsteer.bypass.evaluate import delta_zero_check, evaluate_steering, ratios_to
-from flowsteer.bypass.methods import (
-    LinearDirection,
-    Steering,
-    actadd,
-    directional_ablation,
+from flowsteer.evals import last_position_logits
+from flowsteer.models.chat import chat_prompts
+from flowsteer.refusal.bypass.data import BypassPrompts, bypass_prompts
+from flowsteer.refusal.bypass.evaluate import delta_zero_check, evaluate_steering, ratios_to
+from flowsteer.refusal.bypass.linear import LinearDirection, Steering, actadd, directional_ablation, linear_direction
+from flowsteer.refusal.bypass.trained import (
+    FLOW_TRAINING,
+    INTERCHANGE_TRAINING,
     fit_innsteer_bypass,
     fit_interchange,
     fit_shift,
-    linear_direction,
+    training_config,
 )
-from flowsteer.evals import last_position_logits
-from flowsteer.invertible.training import TrainConfig
-from flowsteer.models.chat import chat_prompts
 
 METHODS = ("actadd", "directional_ablation", "das", "nonlinear", "nonlinear_shift", "innsteer")
 
@@ -42,9 +40,7 @@ def fit_method(
     seed: int = 0,
 ) -> Steering:
     """Fit one of `METHODS` (the linear ones only read ``direction``)."""
-    config = TrainConfig(
-        steps=steps, batch_size=8, lr=2e-3, eval_every=max(1, min(20, steps)), patience=3, seed=seed, progress=False
-    )
+    config = training_config(INTERCHANGE_TRAINING, steps=steps, seed=seed)
     if name == "actadd":
         return actadd(direction, layer)
     if name == "directional_ablation":
@@ -73,16 +69,7 @@ def fit_method(
             seed=seed,
         )
     if name == "innsteer":
-        flow_config = TrainConfig(
-            steps=flow_steps,
-            batch_size=64,
-            lr=1e-3,
-            weight_decay=1e-3,
-            eval_every=max(1, min(25, flow_steps)),
-            patience=4,
-            seed=seed,
-            progress=False,
-        )
+        flow_config = training_config(FLOW_TRAINING, steps=flow_steps, seed=seed)
         return fit_innsteer_bypass(model, prompts, direction, layer=layer, config=flow_config, seed=seed)
     raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
 

@@ -24,9 +24,8 @@ from transformer_lens import HookedTransformer
 
 from flowsteer.evals.capability import next_token_kl
 from flowsteer.evals.logits import last_position_logits
-from flowsteer.evals.logodds import refusal_log_odds, refusal_token_ids
-from flowsteer.linear.directions import DiffInMeans
-from flowsteer.linear.patches import ablation_patches, actadd_patches
+from flowsteer.refusal.logodds import refusal_log_odds, refusal_token_ids
+from flowsteer.steering.contrast import DiffInMeans, ablation_patches, actadd_patches
 
 
 class NoDirectionSelected(RuntimeError):

@@ -10,13 +10,14 @@ from dataclasses import dataclass, replace
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from flowsteer.data.refusal import Instruction, RefusalDataError, harmless_replies, refusal_replies
-from flowsteer.evals.judge import is_refusal
 from flowsteer.models.chat import chat_prompt
 from flowsteer.patching import generate_with_patches, run_with_patches
 from flowsteer.patching.inputs import left_pad
+from flowsteer.refusal.judge import is_refusal
+from flowsteer.refusal.prompts import Instruction, RefusalDataError, harmless_replies, refusal_replies
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ def with_teacher_targets(
     *,
     hard_first_token: bool = False,
     batch_size: int = 16,
+    progress: bool = False,
 ) -> list[SFTExample]:
     """``examples`` with soft targets: ``teacher``'s top-``top_k`` next-token distribution (renormalised)
     at every reply position, computed on the prompt + reply sequence. Distilling the distribution instead
@@ -121,10 +123,11 @@ def with_teacher_targets(
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     pad = teacher.tokenizer.pad_token_id or 0
     result = []
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start : start + batch_size]
-        rows = [torch.tensor(e.prompt_ids + e.reply_ids) for e in chunk]
-        logits = run_with_patches(teacher, left_pad(rows, pad))
+    rows = [torch.tensor(e.prompt_ids + e.reply_ids) for e in examples]
+    pieces = left_pad(rows, pad).split(batch_size)
+    for piece in tqdm(pieces, total=-(-len(rows) // batch_size), desc="teacher targets", disable=not progress):
+        chunk = examples[len(result) : len(result) + len(piece)]
+        logits = run_with_patches(teacher, piece)
         width = logits.shape[1]
         for row, example in enumerate(chunk):
             n = len(example.reply_ids)

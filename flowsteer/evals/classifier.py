@@ -1,4 +1,5 @@
-"""A small theme classifier built from the project's own texts: TF-IDF words, softmax regression.
+"""Text classifiers and their accuracy: a small TF-IDF softmax-regression classifier, and k-fold accuracy of any
+classifier (one definition, used for the theme classifier and the sentiment probe).
 
 The behavioural score of a text for a theme is the classifier's probability of that theme among all
 themes and ``neutral``. It is trained on ``data/themes`` (no model hub, no external data) with
@@ -9,21 +10,14 @@ L-BFGS on an L2-penalised cross-entropy; words are lower-cased alphabetic tokens
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-WORD = re.compile(r"[a-z]+")
-
-
-def words(text: str) -> list[str]:
-    """Lower-cased alphabetic words, a trailing plural ``s`` stripped (``rings`` -> ``ring``)."""
-    found = WORD.findall(text.lower())
-    return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in found]
+from flowsteer.evals.text import words
 
 
 class ThemeClassifier:
@@ -83,16 +77,54 @@ class ThemeClassifier:
         return self.probabilities(texts)[:, self.classes.index(theme)]
 
 
-def cross_validated_accuracy(texts_by_class: Mapping[str, Sequence[str]], folds: int = 5, **options) -> float:
-    """Accuracy of `ThemeClassifier` on held-out texts, k-fold by position within each class."""
-    correct = total = 0
+def stratified_folds(labels: Sequence, folds: int, seed: int | None = None) -> list[int]:
+    """The fold of each item: within each label, items go round-robin to the folds (after a seeded shuffle when
+    ``seed`` is given), so every fold holds every label in proportion."""
+    order = list(range(len(labels)))
+    if seed is not None:
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).tolist()
+    fold_of, seen = [0] * len(labels), Counter()
+    for i in order:
+        fold_of[i] = seen[labels[i]] % folds
+        seen[labels[i]] += 1
+    return fold_of
+
+
+def cross_validated_accuracy(
+    items: Sequence,
+    labels: Sequence,
+    fit: Callable[[list, list], Callable[[list], Sequence]],
+    *,
+    folds: int = 5,
+    seed: int | None = None,
+) -> float:
+    """Held-out accuracy of a classifier over stratified k folds: ``fit(train_items, train_labels)`` returns a
+    ``predict(items) -> labels`` function, scored on the fold it did not see."""
+    if len(items) != len(labels):
+        raise ValueError(f"{len(items)} items but {len(labels)} labels")
+    fold_of = stratified_folds(labels, folds, seed)
+    correct = 0
     for fold in range(folds):
-        train = {c: [t for i, t in enumerate(ts) if i % folds != fold] for c, ts in texts_by_class.items()}
-        test = {c: [t for i, t in enumerate(ts) if i % folds == fold] for c, ts in texts_by_class.items()}
-        model = ThemeClassifier(**options).fit(train)
-        for c, ts in test.items():
-            if ts:
-                predicted = model.probabilities(ts).argmax(-1)
-                correct += int((predicted == model.classes.index(c)).sum())
-                total += len(ts)
-    return correct / total
+        train = [i for i, f in enumerate(fold_of) if f != fold]
+        test = [i for i, f in enumerate(fold_of) if f == fold]
+        if not test:
+            continue
+        predict = fit([items[i] for i in train], [labels[i] for i in train])
+        predicted = predict([items[i] for i in test])
+        correct += sum(p == labels[i] for p, i in zip(predicted, test, strict=True))
+    return correct / len(items)
+
+
+def theme_classifier_accuracy(texts_by_class: Mapping[str, Sequence[str]], folds: int = 5, **options) -> float:
+    """`cross_validated_accuracy` of `ThemeClassifier` on ``{class: texts}``."""
+    texts = [text for name in sorted(texts_by_class) for text in texts_by_class[name]]
+    labels = [name for name in sorted(texts_by_class) for _ in texts_by_class[name]]
+
+    def fit(train_texts: list, train_labels: list):
+        by_class: dict[str, list[str]] = {}
+        for text, label in zip(train_texts, train_labels, strict=True):
+            by_class.setdefault(label, []).append(text)
+        model = ThemeClassifier(**options).fit(by_class)
+        return lambda batch: [model.classes[i] for i in model.probabilities(batch).argmax(-1).tolist()]
+
+    return cross_validated_accuracy(texts, labels, fit, folds=folds)
