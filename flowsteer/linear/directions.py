@@ -10,13 +10,13 @@ from pathlib import Path
 
 import torch
 from jaxtyping import Float
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from flowsteer.models.chat import chat_prompt
 from flowsteer.patching import Patch, cache_sites
-from flowsteer.paths import atomic_path
+from flowsteer.paths import atomic_path, read_safetensors
 from flowsteer.sites import Site
 
 _PROBE_INSTRUCTIONS = ("Name a colour.", "Explain how tides work?", "hello")
@@ -140,11 +140,11 @@ class DiffInMeans:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no difference-in-means file at {path}")
+        tensors = read_safetensors(path, "compute the means again and save them with DiffInMeans.save")
         with safe_open(str(path), "pt") as handle:
             metadata = handle.metadata() or {}
         if "positions" not in metadata or "layers" not in metadata:
             raise ValueError(f"{path} is not a DiffInMeans file (no positions/layers metadata)")
-        tensors = load_file(path)
         result = cls(
             tensors["harmful_mean"],
             tensors["harmless_mean"],
