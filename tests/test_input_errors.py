@@ -110,8 +110,10 @@ def test_non_finite_numbers_are_rejected_when_built(tiny):
     sae = StandardSAE(StandardSAEConfig(d_in=tiny.cfg.d_model, d_sae=8))
     with pytest.raises(ValueError, match="RescaleFeatures's factor holds 1 NaN/inf values of 2"):
         RescaleFeatures(sae, [0, 1], torch.tensor([1.0, float("nan")]))
-    with pytest.raises(ValueError, match="ClampFeatures's value holds 1 NaN/inf"):
+    with pytest.raises(ValueError, match="ClampFeatures's value holds 1 NaN/inf values of 1, which would"):
         ClampFeatures(sae, [0], float("inf"))
+    with pytest.raises(ValueError, match=r"Replace's value holds 5 NaN/inf values of 6 \(first at index \(0, 1\)\)"):
+        Replace(torch.tensor([[0.0, float("nan"), float("inf")], [float("nan")] * 3]))
 
 
 def test_a_vector_of_the_wrong_width_names_the_patch_the_site_and_both_widths(tiny):

@@ -90,10 +90,11 @@ def finite_tensor(value: Tensor | list[float], what: str) -> Tensor:
     bad = ~torch.isfinite(tensor)
     if bool(bad.any()):
         first = tuple(bad.nonzero()[0].tolist())
+        where = f" (first at index {first[0] if len(first) == 1 else first})" if first else ""
         raise ValueError(
-            f"{what} holds {int(bad.sum())} NaN/inf values of {tensor.numel()} (first at index "
-            f"{first[0] if len(first) == 1 else first}), which would turn every activation it edits into NaN; "
-            "recompute it (e.g. look for a division by a zero norm) or clean it with torch.nan_to_num"
+            f"{what} holds {int(bad.sum())} NaN/inf values of {tensor.numel()}{where}, which would turn every "
+            "activation it edits into NaN; recompute it (e.g. look for a division by a zero norm) or clean it "
+            "with torch.nan_to_num"
         )
     return tensor.detach().clone()
 
