@@ -9,7 +9,8 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from flowsteer.patching import EffectLog, Patch, encode, run_with_patches
+from flowsteer.patching import EffectLog, Patch, run_with_patches
+from flowsteer.patching.inputs import left_pad, tokenize
 
 
 def next_token_kl(reference: Float[Tensor, "n vocab"], other: Float[Tensor, "n vocab"]) -> Float[Tensor, " n"]:
@@ -32,12 +33,14 @@ def cross_entropy(
 ) -> dict[str, float]:
     """Token-weighted mean next-token cross-entropy (nats/token) of ``texts`` with ``patches`` applied,
     and its perplexity. Texts are used as they are (no chat template); every real token after the first
-    is predicted."""
+    is predicted. A text longer than the model's context is scored on its first ``n_ctx`` tokens."""
     if not texts:
         raise ValueError("cross_entropy needs at least one text")
+    pad = model.tokenizer.pad_token_id or 0
     total, count = 0.0, 0
     for start in range(0, len(texts), batch_size):
-        batch = encode(model, list(texts[start : start + batch_size]))
+        rows = [row[: model.cfg.n_ctx] for row in tokenize(model, list(texts[start : start + batch_size]))]
+        batch = left_pad(rows, pad).to(model.cfg.device)
         logits = run_with_patches(model, batch, patches, record=record)
         log_probs = logits[:, :-1].double().log_softmax(-1)
         targets = batch.tokens[:, 1:]
