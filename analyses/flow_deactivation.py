@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 
 from flowsteer.flow import paper, plots
-from flowsteer.flow.topology import scored_sites
 from flowsteer.flow.deactivation import deactivation_records, rescale_sweep, summarize, sweep_summary
 from flowsteer.flow.groups import DEACTIVATION_STRATEGIES
 from flowsteer.flow.scores import LayerScores, add_permutations, layer_scores
 from flowsteer.flow.tokens import read_texts
+from flowsteer.flow.topology import scored_sites
 from flowsteer.models import DEFAULT_MODEL, load_model
 from flowsteer.paths import write_json
 from flowsteer.saes import SAEBank
@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--texts", type=int, default=paper.DEACTIVATION_TEXTS)
     parser.add_argument("--tokens-per-text", type=int, default=paper.DEACTIVATION_TOKENS)
     parser.add_argument("--max-targets", type=int, default=paper.DEACTIVATION_TARGETS)
-    parser.add_argument("--strategies", nargs="+", default=list(DEACTIVATION_STRATEGIES), choices=DEACTIVATION_STRATEGIES)
+    parser.add_argument("--strategies", nargs="+", default=list(DEACTIVATION_STRATEGIES),
+                        choices=DEACTIVATION_STRATEGIES)
     parser.add_argument(
         "--exhaustive", type=int, default=0, help="targets per layer and token with the exhaustive reference"
     )

@@ -22,11 +22,10 @@ import numpy as np
 import torch
 
 from flowsteer.flow import paper, plots
-from flowsteer.flow.topology import PREDECESSORS, predecessor_sites, scored_sites
 from flowsteer.flow.groups import (
     BITS,
-    GROUPS,
     DEACTIVATION_STRATEGIES,
+    GROUPS,
     group_contains,
     group_records_by_strategy,
     group_shares,
@@ -35,6 +34,7 @@ from flowsteer.flow.groups import (
 )
 from flowsteer.flow.scores import add_permutations, layer_scores
 from flowsteer.flow.tokens import read_texts
+from flowsteer.flow.topology import PREDECESSORS, predecessor_sites, scored_sites
 from flowsteer.models import DEFAULT_MODEL, load_model
 from flowsteer.paths import write_json
 from flowsteer.saes import SAEBank
@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tokens-per-text", type=int, default=paper.GROUP_TOKENS)
     parser.add_argument("--max-features", type=int, default=None, help="features per layer and token (default all)")
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--strategies", nargs="+", default=list(DEACTIVATION_STRATEGIES), choices=DEACTIVATION_STRATEGIES)
+    parser.add_argument("--strategies", nargs="+", default=list(DEACTIVATION_STRATEGIES),
+                        choices=DEACTIVATION_STRATEGIES)
     parser.add_argument("--layers", type=int, nargs="+", default=None, help="residual layers (default all)")
     parser.add_argument(
         "--complete",

@@ -1,4 +1,5 @@
-"""Where flowsteer keeps its caches, and how it writes files without ever leaving half a file behind."""
+"""Where flowsteer keeps its caches, how it writes files without ever leaving half a file behind, and
+how it reads them back so that a damaged file is named in the error, with what to do about it."""
 
 from __future__ import annotations
 
@@ -76,3 +77,24 @@ def write_json(target: str | os.PathLike, obj: Any) -> None:
     with atomic_file(target) as handle:
         json.dump(obj, handle, indent=2, default=str)
         handle.write("\n")
+
+
+def read_json(path: str | os.PathLike, fix: str, error: type[Exception] = ValueError) -> Any:
+    """``path`` parsed as JSON; a missing, unreadable or invalid file raises ``error`` naming it and ``fix``."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise error(f"cannot read {path} ({type(exc).__name__}: {exc}); {fix}") from exc
+
+
+def read_safetensors(
+    path: str | os.PathLike, fix: str, error: type[Exception] = ValueError, device: str = "cpu"
+) -> dict[str, Any]:
+    """The tensors of a safetensors file; a truncated or corrupt one raises ``error`` naming it and ``fix``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device=str(device))
+    except SafetensorError as exc:
+        raise error(f"{path} is truncated or not a safetensors file ({exc}); {fix}") from exc

@@ -1,4 +1,5 @@
-"""Saving and loading steering vectors: safetensors or NumPy ``.npy`` (never pickle), validated."""
+"""Saving and loading steering vectors: safetensors or NumPy ``.npy`` (never pickle), validated: a
+damaged file, a tensor that is not one vector, a wrong length or NaN/inf values raise ValueError."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from jaxtyping import Float
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
-from flowsteer.paths import atomic_path
+from flowsteer.patching.interventions import finite_tensor
+from flowsteer.paths import atomic_path, read_safetensors
 
 
 def save_vector(path: str | os.PathLike, vector: Float[Tensor, " d"], **metadata: str) -> None:
@@ -30,10 +32,14 @@ def load_vector(path: str | os.PathLike, d_model: int | None = None) -> Float[Te
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no vector file at {path}")
+    fix = "write it again (flowsteer.vectors.save_vector)"
     if path.suffix == ".npy":
-        vector = torch.from_numpy(np.load(path, allow_pickle=False)).float()
+        try:
+            vector = torch.from_numpy(np.load(path, allow_pickle=False)).float()
+        except (ValueError, EOFError) as exc:
+            raise ValueError(f"{path} is truncated or not a NumPy array file ({exc}); {fix}") from exc
     elif path.suffix == ".safetensors":
-        tensors = load_file(path)
+        tensors = read_safetensors(path, fix)
         if "vector" in tensors:
             vector = tensors["vector"]
         elif len(tensors) == 1:
@@ -47,4 +53,4 @@ def load_vector(path: str | os.PathLike, d_model: int | None = None) -> Float[Te
         raise ValueError(f"{path} holds a tensor of shape {tuple(vector.shape)}; expected one vector [d_model]")
     if d_model is not None and vector.shape[0] != d_model:
         raise ValueError(f"{path} holds a vector of length {vector.shape[0]} but the model's d_model is {d_model}")
-    return vector
+    return finite_tensor(vector, f"the vector in {path}")

@@ -74,6 +74,12 @@ def test_cross_entropy_matches_manual_computation(tiny):
     assert abs(result["perplexity"] - math.exp(total / count)) < 1e-2
     # Padding in a batch changes nothing.
     assert abs(cross_entropy(tiny, texts, batch_size=2)["cross_entropy"] - result["cross_entropy"]) < 1e-4
+    # A text longer than the context is scored on its first n_ctx tokens (run_with_patches would refuse it).
+    long_text = "word " * tiny.cfg.n_ctx
+    head = tiny.to_tokens(long_text, truncate=False)[:, : tiny.cfg.n_ctx]
+    nll = torch.nn.functional.cross_entropy(tiny(head)[0, :-1], head[0, 1:])
+    long = cross_entropy(tiny, [long_text])
+    assert long["tokens"] == tiny.cfg.n_ctx - 1 and abs(long["cross_entropy"] - float(nll)) < 1e-4
 
 
 def test_magnitude_of_actadd_and_ablation(tiny):

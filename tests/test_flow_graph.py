@@ -9,7 +9,6 @@ import networkx as nx
 import pytest
 import torch
 
-from flowsteer.flow.topology import predecessor_sites
 from flowsteer.flow.build import build_flow_graph
 from flowsteer.flow.classes import (
     CLASSES,
@@ -24,6 +23,7 @@ from flowsteer.flow.classes import (
 from flowsteer.flow.graph import FlowGraph
 from flowsteer.flow.matching import topk_cosine
 from flowsteer.flow.scores import layer_scores
+from flowsteer.flow.topology import predecessor_sites
 from flowsteer.saes import SAEBank
 from flowsteer.sites import FeatureId, Site, SiteError
 from tests.flow_synthetic import planted_chain_bank, save_bank, topk_sae, unit

@@ -62,3 +62,10 @@ def test_batched_greedy_equals_stock_and_patches_steer(real_model):
         stop_at_eos=False,
     )
     assert steered.tokens != ours.tokens
+
+
+def test_a_prompt_longer_than_the_context_fails_at_once(real_model):
+    limit = real_model.cfg.n_ctx
+    text = "word " * (limit + 1000)  # cut to n_ctx tokens and run for minutes before
+    with pytest.raises(ValueError, match=rf"prompt 0 is \d+ tokens long but .* reads at most n_ctx={limit} tokens"):
+        generate_with_patches(real_model, text, max_new_tokens=8)

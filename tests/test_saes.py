@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -145,6 +146,50 @@ def test_bank_validation_errors(tiny, tmp_path):
         SAEBank.load(tmp_path / "missing")
     with pytest.raises(KeyError, match="sites present"):
         deep["1/res"]
+
+
+def test_a_damaged_bank_names_the_file_and_the_fix(tiny, bank, tmp_path):
+    path = bank.save(tmp_path / "bank")
+    folder = path / Site.parse(SITES[0]).hook_name
+    weights, cfg_path = folder / "sae_weights.safetensors", folder / "cfg.json"
+    good_weights, good_cfg = weights.read_bytes(), json.loads(cfg_path.read_text())
+    fix = rf"delete {re.escape(str(path))} and train the bank again \(`flowsteer train-saes --out"
+
+    weights.write_bytes(good_weights[: len(good_weights) // 2])
+    with pytest.raises(SAEBankError, match=rf"{re.escape(str(weights))} is missing, truncated or not .*{fix}"):
+        SAEBank.load(path, tiny)
+    weights.write_bytes(good_weights)
+
+    cfg_path.write_text('{"d_in": ')
+    with pytest.raises(SAEBankError, match=rf"cannot read {re.escape(str(cfg_path))} \(JSONDecodeError.*{fix}"):
+        SAEBank.load(path)
+    cfg_path.write_text(json.dumps({"architecture": "topk"}))
+    with pytest.raises(SAEBankError, match=rf"{re.escape(str(cfg_path))} is not an SAE config: .* no integer d_in"):
+        SAEBank.load(path)
+
+    d, d_sae = tiny.cfg.d_model, good_cfg["d_sae"]
+    cfg_path.write_text(json.dumps(good_cfg | {"d_in": d + 1}))
+    with pytest.raises(SAEBankError, match=rf"holds W_dec of shape \[{d_sae}, {d}\] but {re.escape(str(cfg_path))} "
+                                           rf"gives \[d_sae, d_in\] = \[{d_sae}, {d + 1}\].*{fix}"):
+        SAEBank.load(path)
+    cfg_path.write_text(json.dumps(good_cfg | {"architecture": "no-such-architecture"}))
+    with pytest.raises(SAEBankError, match=rf"cannot build an SAE from {re.escape(str(folder))} \(KeyError.*{fix}"):
+        SAEBank.load(path)
+    cfg_path.write_text(json.dumps(good_cfg))
+    (path / "bank.json").write_text("{")
+    with pytest.raises(SAEBankError, match=rf"cannot read {re.escape(str(path / 'bank.json'))} .*{fix}"):
+        SAEBank.load(path)
+
+    other = tmp_path / "other"  # a consistent bank of another model's width
+    StandardSAE(StandardSAEConfig(d_in=d + 8, d_sae=8)).save_model(other / "blocks.1.hook_resid_post")
+    cfg = json.loads((other / "blocks.1.hook_resid_post" / "cfg.json").read_text())
+    cfg["metadata"]["hook_name"] = "blocks.1.hook_resid_post"
+    (other / "blocks.1.hook_resid_post" / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(SAEBankError, match=rf"cfg.json gives d_in={d + 8} but tiny-llama's activations at "
+                                           rf"blocks.1.hook_resid_post have d_model={d}: the SAE was trained on "
+                                           r"another model; .*flowsteer train-saes --model tiny-llama"):
+        SAEBank.load(other, tiny)
+    assert SAEBank.load(other).sites == [Site(1)]
 
 
 def test_pretrained_registry_fails_clearly_without_a_hub(monkeypatch):

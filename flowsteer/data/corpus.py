@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Int
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from flowsteer.data.sources import SOURCES, Document
-from flowsteer.paths import atomic_path, cache_dir, write_json
+from flowsteer.paths import atomic_path, cache_dir, read_json, read_safetensors, write_json
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -117,8 +117,9 @@ def corpus_tokens(
     folder = cache_dir("corpus")
     path, meta_path = folder / f"{key}.safetensors", folder / f"{key}.json"
     if path.is_file() and meta_path.is_file():
-        tensors = load_file(path)
-        return CorpusTokens(tensors["train"], tensors["eval"], json.loads(meta_path.read_text()))
+        fix = f"delete it and {meta_path.name}: the corpus is then tokenised again"
+        tensors = read_safetensors(path, fix)
+        return CorpusTokens(tensors["train"], tensors["eval"], read_json(meta_path, fix))
     log.info("tokenising the corpus %s (once; cached in %s)", "+".join(sources), folder)
     documents = load_documents(sources)
     splits = {name: [d for d in documents if split_of(d, eval_fraction) == name] for name in ("train", "eval")}

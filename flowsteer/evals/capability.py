@@ -11,6 +11,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from flowsteer.patching import EffectLog, Patch, TokenBatch, run_with_patches
+from flowsteer.patching.inputs import left_pad, tokenize
 
 
 def token_nll(
@@ -50,7 +51,7 @@ def cross_entropy(
 ) -> dict[str, float]:
     """Token-weighted mean next-token cross-entropy (nats/token) of ``texts`` with ``patches`` applied,
     and its perplexity. Texts are used as they are (no chat template); every real token after the first
-    is predicted."""
+    is predicted. A text longer than the model's context is scored on its first ``n_ctx`` tokens."""
     if not texts:
         raise ValueError("cross_entropy needs at least one text")
 
@@ -58,7 +59,9 @@ def cross_entropy(
         nll = token_nll(logits, piece.tokens, piece.attention_mask)
         return torch.stack([nll.sum(1), real_predictions(piece.attention_mask).sum(1).double()], 1)
 
-    totals = run_with_patches(model, list(texts), patches, record=record, batch_size=batch_size, reduce=summed).sum(0)
+    rows = [row[: model.cfg.n_ctx] for row in tokenize(model, list(texts))]
+    batch = left_pad(rows, model.tokenizer.pad_token_id or 0)
+    totals = run_with_patches(model, batch, patches, record=record, batch_size=batch_size, reduce=summed).sum(0)
     total, count = float(totals[0]), int(totals[1])
     mean = total / count
     return {"cross_entropy": mean, "perplexity": float(torch.tensor(mean).exp()), "tokens": count}

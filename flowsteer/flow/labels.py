@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 from jaxtyping import Float, Int
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
@@ -36,7 +36,7 @@ from flowsteer.evals.lens import logit_lens
 from flowsteer.flow.tokens import Corpus, token_batches
 from flowsteer.patching import cache_sites
 from flowsteer.patching.features import decoder_directions
-from flowsteer.paths import atomic_dir
+from flowsteer.paths import atomic_dir, read_json, read_safetensors
 from flowsteer.sites import FeatureId, Site
 
 FORMAT = "flowsteer-feature-labels/1"
@@ -121,13 +121,14 @@ class FeatureLabels:
         meta_path = directory / "labels.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"{directory} holds no feature labels (labels.json missing)")
-        meta = json.loads(meta_path.read_text())
+        fix = f"delete {directory} and compute the labels again"
+        meta = read_json(meta_path, fix)
         if meta.get("format") != FORMAT:
             raise ValueError(f"{meta_path} is not a {FORMAT} file")
         sites = {}
         for text in meta["sites"]:
             site = Site.parse(text)
-            tensors = load_file(directory / f"{site.layer}-{site.short}.safetensors")
+            tensors = read_safetensors(directory / f"{site.layer}-{site.short}.safetensors", fix)
             sites[site] = SiteLabels(**{name: tensors[name] for name in SiteLabels.__annotations__})
         vocab = {int(i): t for i, t in meta.pop("vocab").items()}
         return cls(sites, vocab, meta)

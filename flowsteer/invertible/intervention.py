@@ -48,6 +48,10 @@ class InvertibleIntervention(Intervention):
     def d(self) -> int:
         return self.bijection.d
 
+    @property
+    def width(self) -> int:
+        return self.d
+
     @classmethod
     def interchange(cls, bijection: Bijection, mask: LatentMask | None = None) -> InvertibleIntervention:
         """``z* = f(h_source)`` on the masked coordinates."""

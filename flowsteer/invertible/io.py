@@ -7,13 +7,12 @@ loading checks the format, ``d_model`` against the model and the site against it
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from transformer_lens import HookedTransformer
 
@@ -23,7 +22,7 @@ from flowsteer.invertible.masks import build_mask
 from flowsteer.invertible.targets import build_target
 from flowsteer.patching import Patch
 from flowsteer.patching.patch import PositionRange
-from flowsteer.paths import atomic_dir, write_json
+from flowsteer.paths import atomic_dir, read_json, read_safetensors, write_json
 from flowsteer.sites import Site
 
 FORMAT = "flowsteer.invertible"
@@ -59,7 +58,10 @@ def _read(path: str | os.PathLike, kind: str, model: HookedTransformer) -> tuple
     path = Path(path)
     if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
         raise FileNotFoundError(f"{path} is not a saved flowsteer {kind}: expected {CONFIG} and {WEIGHTS} in it")
-    config = json.loads((path / CONFIG).read_text())
+    fix = f"fit it again and save it with save_{kind}"
+    config = read_json(path / CONFIG, fix)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path / CONFIG} holds a {type(config).__name__}, not a {FORMAT} config; {fix}")
     if config.get("format") != FORMAT or config.get("kind") != kind:
         raise ValueError(
             f"{path / CONFIG} holds format={config.get('format')!r} kind={config.get('kind')!r}; "
@@ -75,7 +77,7 @@ def _read(path: str | os.PathLike, kind: str, model: HookedTransformer) -> tuple
     site = Site.parse(config["site"]).validate(model.cfg.n_layers)
     if site.hook_name not in model.hook_dict:
         raise ValueError(f"{path}: site {site} ({site.hook_name}) is not a hook point of this model")
-    return config, load_file(path / WEIGHTS), site
+    return config, read_safetensors(path / WEIGHTS, fix), site
 
 
 def _build(config: dict[str, Any]) -> Bijection:

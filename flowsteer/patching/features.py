@@ -23,7 +23,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from flowsteer.patching.interventions import Activation, Context, Intervention
+from flowsteer.patching.interventions import Activation, Context, Intervention, finite_tensor
 
 
 def check_sae(sae: nn.Module, d_model: int | None = None) -> None:
@@ -81,7 +81,8 @@ class FeatureEdit(Intervention):
         index = torch.as_tensor(features, dtype=torch.long).flatten()
         if len(index) == 0:
             raise ValueError(f"{type(self).__name__} needs at least one feature index")
-        parameter = torch.as_tensor(parameter, dtype=torch.float32)
+        what = f"{type(self).__name__}'s {self.parameter_name}"
+        parameter = finite_tensor(torch.as_tensor(parameter, dtype=torch.float32), what)
         if parameter.ndim > 2 or (parameter.ndim >= 1 and parameter.shape[-1] != len(index)):
             raise ValueError(
                 f"{self.parameter_name} has shape {tuple(parameter.shape)}; use a float, [{len(index)}] or "
@@ -95,6 +96,10 @@ class FeatureEdit(Intervention):
     @property
     def parameter(self) -> Tensor:
         return getattr(self, self.parameter_name)
+
+    @property
+    def width(self) -> int:
+        return self.directions.shape[-1]
 
     def change(self, amounts: Float[Tensor, "m n"], parameter: Tensor) -> Float[Tensor, "m n"]:
         """The coefficients c of the chosen decoder directions, from activations and parameter."""

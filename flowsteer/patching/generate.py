@@ -168,7 +168,7 @@ def generate_with_patches(
         record: an `EffectLog` that receives ||Δh|| of every patch at every step.
         progress: show a tqdm bar of generated tokens.
     """
-    batch = encode(model, prompts)
+    batch = encode(model, prompts, new_tokens=max_new_tokens)
     stop_ids = _eos_ids(model, eos_token_id) if stop_at_eos else []
     generator = None
     if do_sample:

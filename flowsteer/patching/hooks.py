@@ -4,6 +4,7 @@ A `HookSession` turns patches (and sites to cache) into forward hooks for the du
 Each forward chunk (a whole prompt, or one generated token with a KV cache) first tells the session
 which real token positions its columns hold, so patches select positions correctly in every case.
 Hooks are attached with ``model.hooks(...)``, which removes them when the call ends, also on error.
+The first chunk at each site checks every patch's `Intervention.width` against the activation.
 """
 
 from __future__ import annotations
@@ -82,14 +83,19 @@ class HookSession:
     def _hook(self, site: Site):
         patches = self.patches.get(site, [])
         cache = site in self.cache_sites
+        unchecked = bool(patches)
 
         def hook(activation: Activation, hook: object) -> Activation:
+            nonlocal unchecked
             context = self.context(site)
             if activation.shape[:2] != context.positions.shape:
                 raise RuntimeError(
                     f"activation at {site} has shape {tuple(activation.shape)} but the session expected "
                     f"[batch, pos] = {tuple(context.positions.shape)}"
                 )
+            if unchecked:  # widths cannot change between chunks: check them once per call
+                self._check_widths(site, patches, activation.shape[-1])
+                unchecked = False
             for patch in patches:
                 activation = self._apply(patch, activation, context)
             if cache:
@@ -97,6 +103,19 @@ class HookSession:
             return activation
 
         return hook
+
+    def _check_widths(self, site: Site, patches: list[Patch], width: int) -> None:
+        """Raise ValueError naming the patch and site if an intervention needs another width."""
+        cfg = self.model.cfg
+        name = {cfg.d_mlp: "d_mlp", cfg.d_model: "d_model"}.get(width, "the width")
+        for patch in patches:
+            wanted = patch.intervention.width
+            if wanted is not None and wanted != width:
+                raise ValueError(
+                    f"{type(patch.intervention).__name__} at {site} was built for activations of width {wanted}, "
+                    f"but {site.hook_name} is {width} wide ({name} of {cfg.model_name}); rebuild it from a "
+                    f"vector, direction, SAE or map of width {width} made on this model"
+                )
 
     def _apply(self, patch: Patch, activation: Activation, context: Context) -> Activation:
         mask = patch.mask(context)

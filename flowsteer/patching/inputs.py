@@ -1,4 +1,8 @@
-"""Turning text into left-padded token batches with an explicit attention mask."""
+"""Turning text into left-padded token batches with an explicit attention mask.
+
+`encode` is the one gate every patched run goes through: it also refuses prompts (plus the tokens
+a generation will add) that do not fit the model's context window, before any forward pass runs.
+"""
 
 from __future__ import annotations
 
@@ -77,23 +81,52 @@ def left_pad(rows: Sequence[Tensor], pad_id: int, width: int | None = None) -> T
 
 
 def tokenize(model: HookedTransformer, texts: Sequence[str]) -> list[Tensor]:
-    """Each text tokenised exactly as ``model.to_tokens(text)`` would (BOS rules included)."""
+    """Each text tokenised as ``model.to_tokens(text)`` would (BOS rules included), never truncated."""
     if model.tokenizer is None:
         raise ValueError("this model has no tokenizer: pass token ids instead of text")
-    return [model.to_tokens(text, move_to_device=False)[0] for text in texts]
+    return [model.to_tokens(text, move_to_device=False, truncate=False)[0] for text in texts]
 
 
-def encode(model: HookedTransformer, inputs: Inputs, width: int | None = None) -> TokenBatch:
-    """Text, token ids or a `TokenBatch` as a left-padded `TokenBatch` on the model's device."""
+def _check_fits(model: HookedTransformer, lengths: Sequence[int], new_tokens: int = 0) -> None:
+    """Raise ValueError unless each prompt of ``lengths`` tokens plus ``new_tokens`` fits ``n_ctx``."""
+    if not lengths:
+        return
+    limit, name = model.cfg.n_ctx, model.cfg.model_name
+    index = max(range(len(lengths)), key=lengths.__getitem__)
+    longest = lengths[index]
+    if longest > limit:
+        raise ValueError(
+            f"prompt {index} is {longest} tokens long but {name} reads at most n_ctx={limit} tokens; "
+            f"shorten it or truncate it to at most {limit} tokens"
+        )
+    over = longest + new_tokens - limit
+    if over > 0:
+        lower = f"lower max_new_tokens to {limit - longest} or " if longest < limit else ""
+        raise ValueError(
+            f"prompt {index} ({longest} tokens) plus max_new_tokens={new_tokens} needs {longest + new_tokens} "
+            f"positions, {over} more than {name}'s n_ctx={limit}; {lower}shorten the prompt by {over} tokens"
+        )
+
+
+def encode(model: HookedTransformer, inputs: Inputs, width: int | None = None, new_tokens: int = 0) -> TokenBatch:
+    """Text, token ids or a `TokenBatch` as a left-padded `TokenBatch` on the model's device.
+
+    Raises ValueError if a prompt plus ``new_tokens`` (the tokens a generation will add) exceeds the
+    model's context ``n_ctx``.
+    """
     device = model.cfg.device
-    if isinstance(inputs, TokenBatch):
-        return inputs.to(device)
     if isinstance(inputs, Tensor):
         tokens = inputs[None] if inputs.ndim == 1 else inputs
-        return TokenBatch(tokens, torch.ones_like(tokens)).to(device)
+        inputs = TokenBatch(tokens, torch.ones_like(tokens))
+    if isinstance(inputs, TokenBatch):
+        if inputs.tokens.shape[1] + new_tokens > model.cfg.n_ctx:  # only then read the rows' lengths
+            _check_fits(model, inputs.prompt_lengths.tolist(), new_tokens)
+        return inputs.to(device)
     texts = [inputs] if isinstance(inputs, str) else list(inputs)
+    rows = tokenize(model, texts)
+    _check_fits(model, [len(row) for row in rows], new_tokens)
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    return left_pad(tokenize(model, texts), pad_id, width).to(device)
+    return left_pad(rows, pad_id, width).to(device)
 
 
 def encode_pair(model: HookedTransformer, base: Inputs, source: Inputs) -> tuple[TokenBatch, TokenBatch]:

@@ -6,11 +6,14 @@ token position of every column, the prompt lengths, the generation step and, in 
 experiment, the source run's activation at the same site. Trainable interventions (DAS rotations,
 invertible maps) are ordinary modules whose parameters get gradients through the frozen model.
 
-Built-ins cover the common edits; `Function` wraps any callable.
+Built-ins cover the common edits; `Function` wraps any callable. Vectors and values are checked
+to be finite when an intervention is built; an intervention's `width` (the activation width its
+vector, direction, SAE or map needs) is checked against the activation where it first runs.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -65,17 +68,43 @@ class Context:
 
 
 class Intervention(nn.Module):
-    """Base class: override ``forward(activation, context) -> activation`` (same shape)."""
+    """Base class: override ``forward(activation, context) -> activation`` (same shape).
+
+    Override `width` when the intervention only fits activations of one width (last dimension).
+    """
+
+    @property
+    def width(self) -> int | None:
+        """The activation width this intervention needs; None when any width works."""
+        return None
 
     def forward(self, activation: Activation, context: Context) -> Activation:
         raise NotImplementedError
 
 
-def _vector(value: Tensor | list[float]) -> Tensor:
+def finite_tensor(value: Tensor | list[float], what: str) -> Tensor:
+    """``value`` as a detached float tensor; ValueError naming ``what`` if it holds NaN or inf."""
     tensor = torch.as_tensor(value)
     if not tensor.is_floating_point():
         tensor = tensor.float()
+    bad = ~torch.isfinite(tensor)
+    if bool(bad.any()):
+        first = tuple(bad.nonzero()[0].tolist())
+        where = f" (first at index {first[0] if len(first) == 1 else first})" if first else ""
+        raise ValueError(
+            f"{what} holds {int(bad.sum())} NaN/inf values of {tensor.numel()}{where}, which would turn every "
+            "activation it edits into NaN; recompute it (e.g. look for a division by a zero norm) or clean it "
+            "with torch.nan_to_num"
+        )
     return tensor.detach().clone()
+
+
+def finite_number(value: float, what: str) -> float:
+    """``value`` as a float; ValueError naming ``what`` if it is NaN or inf."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{what} is {number}; pass a finite number")
+    return number
 
 
 class AddVector(Intervention):
@@ -83,8 +112,12 @@ class AddVector(Intervention):
 
     def __init__(self, vector: Float[Tensor, " d"], scale: float = 1.0):
         super().__init__()
-        self.register_buffer("vector", _vector(vector))
-        self.scale = float(scale)
+        self.register_buffer("vector", finite_tensor(vector, "AddVector's vector"))
+        self.scale = finite_number(scale, "AddVector's scale")
+
+    @property
+    def width(self) -> int:
+        return self.vector.shape[-1]
 
     def forward(self, activation: Activation, context: Context) -> Activation:
         return activation + self.scale * self.vector.to(activation)
@@ -98,7 +131,7 @@ class Scale(Intervention):
 
     def __init__(self, factor: float):
         super().__init__()
-        self.factor = float(factor)
+        self.factor = finite_number(factor, "Scale's factor")
 
     def forward(self, activation: Activation, context: Context) -> Activation:
         return activation * self.factor
@@ -107,13 +140,18 @@ class Scale(Intervention):
         return f"factor={self.factor}"
 
 
-def orthonormal_rows(directions: Float[Tensor, "k d"] | Float[Tensor, " d"]) -> Float[Tensor, "k d"]:
-    """An orthonormal basis (rows) of the span of ``directions``, Gram-Schmidt order and signs kept."""
-    directions = _vector(directions)
+def orthonormal_rows(
+    directions: Float[Tensor, "k d"] | Float[Tensor, " d"], what: str = "directions"
+) -> Float[Tensor, "k d"]:
+    """An orthonormal basis (rows) of the span of ``directions``, Gram-Schmidt order and signs kept.
+
+    ``what`` names the directions in the error raised for NaN/inf or zero rows.
+    """
+    directions = finite_tensor(directions, what)
     if directions.ndim == 1:
         directions = directions[None]
-    if not torch.isfinite(directions).all() or (directions.norm(dim=-1) == 0).any():
-        raise ValueError("directions must be finite and non-zero")
+    if (directions.norm(dim=-1) == 0).any():
+        raise ValueError(f"{what} must be non-zero: a zero vector has no direction")
     basis, triangle = torch.linalg.qr(directions.double().T)
     basis = basis * torch.sign(torch.diagonal(triangle))  # row i points along directions[i]
     return basis.T.to(directions.dtype)
@@ -124,7 +162,11 @@ class ProjectOut(Intervention):
 
     def __init__(self, directions: Float[Tensor, "k d"] | Float[Tensor, " d"]):
         super().__init__()
-        self.register_buffer("basis", orthonormal_rows(directions))
+        self.register_buffer("basis", orthonormal_rows(directions, "ProjectOut's directions"))
+
+    @property
+    def width(self) -> int:
+        return self.basis.shape[-1]
 
     def forward(self, activation: Activation, context: Context) -> Activation:
         basis = self.basis.to(activation)
@@ -139,8 +181,12 @@ class Clamp(Intervention):
 
     def __init__(self, direction: Float[Tensor, " d"], value: float):
         super().__init__()
-        self.register_buffer("direction", orthonormal_rows(direction)[0])
-        self.value = float(value)
+        self.register_buffer("direction", orthonormal_rows(direction, "Clamp's direction")[0])
+        self.value = finite_number(value, "Clamp's value")
+
+    @property
+    def width(self) -> int:
+        return self.direction.shape[-1]
 
     def forward(self, activation: Activation, context: Context) -> Activation:
         direction = self.direction.to(activation)
@@ -156,7 +202,11 @@ class Replace(Intervention):
 
     def __init__(self, value: Tensor):
         super().__init__()
-        self.register_buffer("value", _vector(value))
+        self.register_buffer("value", finite_tensor(value, "Replace's value"))
+
+    @property
+    def width(self) -> int | None:
+        return self.value.shape[-1] if self.value.ndim else None
 
     def forward(self, activation: Activation, context: Context) -> Activation:
         return self.value.to(activation).expand_as(activation)
@@ -171,7 +221,11 @@ class FromSource(Intervention):
 
     def __init__(self, basis: Float[Tensor, "k d"] | None = None):
         super().__init__()
-        self.register_buffer("basis", None if basis is None else orthonormal_rows(basis))
+        self.register_buffer("basis", None if basis is None else orthonormal_rows(basis, "FromSource's basis"))
+
+    @property
+    def width(self) -> int | None:
+        return None if self.basis is None else self.basis.shape[-1]
 
     def forward(self, activation: Activation, context: Context) -> Activation:
         if context.source is None:

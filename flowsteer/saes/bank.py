@@ -7,12 +7,13 @@ A bank is a read-only ``Mapping[Site, sae_lens.SAE]``: every value is a real sae
 On disk a bank is a folder with one SAELens folder per site (``cfg.json`` + ``sae_weights.safetensors``,
 exactly what ``sae_lens.SAE.save_model`` writes and ``sae_lens.SAE.load_from_disk`` reads), named by hook
 name, plus an index ``bank.json``. A folder of SAELens folders without an index loads too (sites come
-from each ``cfg.json``'s ``metadata.hook_name``).
+from each ``cfg.json``'s ``metadata.hook_name``). Loading checks each folder first (readable JSON, a
+complete weights file, ``d_in`` agreeing with the weights and the model), so a damaged bank raises
+`SAEBankError` naming the file and what to do.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -23,10 +24,11 @@ from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
 from flowsteer.display import markdown_table
-from flowsteer.paths import atomic_dir, write_json
+from flowsteer.paths import atomic_dir, read_json, write_json
 from flowsteer.sites import Site, SiteError
 
 INDEX_FILE = "bank.json"
+CONFIG_FILE, WEIGHTS_FILE = "cfg.json", "sae_weights.safetensors"  # SAELens's names
 FORMAT = "flowsteer-sae-bank"
 FORMAT_VERSION = 1
 
@@ -184,10 +186,10 @@ class SAEBank(Mapping[Site, SAE]):
         for site, folder in index["folders"].items():
             if wanted is not None and site not in wanted:
                 continue
-            sae = SAE.load_from_disk(folder, device=device, dtype=dtype)
+            sae = _load_sae(folder, site, path, model, device, dtype)
             if _hook_name(sae) not in (None, site.hook_name):
                 raise SAEBankError(
-                    f"{folder / 'cfg.json'} names hook {_hook_name(sae)!r} but the index puts it at {site} "
+                    f"{folder / CONFIG_FILE} names hook {_hook_name(sae)!r} but the index puts it at {site} "
                     f"({site.hook_name}); the bank folder is inconsistent"
                 )
             saes[site] = sae
@@ -252,11 +254,54 @@ def _site_text(hook: str) -> str:
         return hook
 
 
+def _retrain(path: Path) -> str:
+    """What to do about a damaged bank at ``path``."""
+    return (
+        f"delete {path} and train the bank again (`flowsteer train-saes --out {path} ...`; default_bank re-trains "
+        "its cache once deleted), or copy it again from where it came from"
+    )
+
+
+def _load_sae(
+    folder: Path, site: Site, bank: Path, model: HookedTransformer | None, device: str, dtype: str | None
+) -> SAE:
+    """The SAE in ``folder``, its config and weights checked first so that errors name the bad file."""
+    from safetensors import SafetensorError, safe_open
+
+    fix = _retrain(bank)
+    cfg_path, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    cfg = read_json(cfg_path, fix, SAEBankError)
+    if not isinstance(cfg, dict) or not all(isinstance(cfg.get(key), int) for key in ("d_in", "d_sae")):
+        raise SAEBankError(f"{cfg_path} is not an SAE config: it gives no integer d_in and d_sae; {fix}")
+    d_in, d_sae = cfg["d_in"], cfg["d_sae"]
+    try:
+        with safe_open(str(weights), "pt") as handle:
+            shape = handle.get_slice("W_dec").get_shape() if "W_dec" in handle.keys() else None
+    except (SafetensorError, OSError) as exc:
+        raise SAEBankError(f"{weights} is missing, truncated or not a safetensors file ({exc}); {fix}") from exc
+    if shape != [d_sae, d_in]:
+        found = "no W_dec" if shape is None else f"W_dec of shape {shape}"
+        raise SAEBankError(
+            f"{weights} holds {found} but {cfg_path} gives [d_sae, d_in] = [{d_sae}, {d_in}]: the config and "
+            f"the weights do not belong together; {fix}"
+        )
+    if model is not None and d_in != model.cfg.d_model:
+        raise SAEBankError(
+            f"{cfg_path} gives d_in={d_in} but {model.cfg.model_name}'s activations at {site.hook_name} have "
+            f"d_model={model.cfg.d_model}: the SAE was trained on another model; load the bank with that model, "
+            f"or train one for this model (`flowsteer train-saes --model {model.cfg.model_name} --out FOLDER`)"
+        )
+    try:
+        return SAE.load_from_disk(folder, device=device, dtype=dtype)
+    except (KeyError, TypeError, RuntimeError) as exc:  # unknown architecture, missing fields, other weights
+        raise SAEBankError(f"cannot build an SAE from {folder} ({type(exc).__name__}: {exc}); {fix}") from exc
+
+
 def _read_index(path: Path) -> dict[str, Any]:
     """Sites -> SAE folders, from ``bank.json`` or, without one, from each sub-folder's ``cfg.json``."""
     index_path = path / INDEX_FILE
     if index_path.is_file():
-        index = json.loads(index_path.read_text())
+        index = read_json(index_path, _retrain(path), SAEBankError)
         if index.get("format") != FORMAT:
             raise SAEBankError(f"{index_path} is not a flowsteer SAE bank index (format {index.get('format')!r})")
         if index.get("version", 0) > FORMAT_VERSION:
@@ -269,8 +314,9 @@ def _read_index(path: Path) -> dict[str, Any]:
             folders[site] = path / entry["path"]
         return {"folders": folders, "model_name": index.get("model_name"), "info": index.get("info", {})}
     folders = {}
-    for cfg_path in sorted(path.glob("*/cfg.json")):
-        hook = json.loads(cfg_path.read_text()).get("metadata", {}).get("hook_name")
+    for cfg_path in sorted(path.glob(f"*/{CONFIG_FILE}")):
+        cfg = read_json(cfg_path, _retrain(path), SAEBankError)
+        hook = cfg.get("metadata", {}).get("hook_name") if isinstance(cfg, dict) else None
         try:
             site = Site.from_hook_name(hook or "")
         except SiteError:

@@ -7,16 +7,15 @@ It is written atomically, so an interrupted save leaves the previous checkpoint 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
-from flowsteer.paths import atomic_dir, write_json
+from flowsteer.paths import atomic_dir, read_json, read_safetensors, write_json
 
 TENSORS, META = "state.safetensors", "state.json"
 
@@ -57,11 +56,12 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, Tensor], meta: d
 
 
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[dict[str, Tensor], dict]:
-    """Read a checkpoint folder written by `save_checkpoint`."""
+    """Read a checkpoint folder written by `save_checkpoint`; ValueError naming the file if it is damaged."""
     path = Path(path)
     if not (path / TENSORS).is_file() or not (path / META).is_file():
         raise FileNotFoundError(f"no training checkpoint in {path} (expected {TENSORS} and {META})")
-    return load_file(path / TENSORS, device=str(device)), json.loads((path / META).read_text())
+    fix = f"the run cannot resume from it: delete {path} and train from the start"
+    return read_safetensors(path / TENSORS, fix, device=str(device)), read_json(path / META, fix)
 
 
 def has_checkpoint(path: str | os.PathLike) -> bool:

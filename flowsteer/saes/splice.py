@@ -17,6 +17,10 @@ class SAEReconstruction(Intervention):
         super().__init__()
         self.sae = sae
 
+    @property
+    def width(self) -> int:
+        return self.sae.cfg.d_in
+
     def forward(self, activation: Activation, context: Context) -> Activation:
         return self.sae.decode(self.sae.encode(activation)).to(activation.dtype)
 

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import torch
 from jaxtyping import Float
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from flowsteer.models.chat import post_instruction_positions
 from flowsteer.patching import AddVector, Patch, ProjectOut, cache_sites, encode
 from flowsteer.patching.patch import PositionSpec
-from flowsteer.paths import atomic_path
+from flowsteer.paths import atomic_path, read_safetensors
 from flowsteer.sites import Site, SiteKind
 
 # Every block input, attention output and MLP output: what directional ablation edits.
@@ -118,11 +118,11 @@ class DiffInMeans:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no difference-in-means file at {path}")
+        tensors = read_safetensors(path, "compute the means again and save them with DiffInMeans.save")
         with safe_open(str(path), "pt") as handle:
             metadata = handle.metadata() or {}
         if "positions" not in metadata or "layers" not in metadata:
             raise ValueError(f"{path} is not a DiffInMeans file (no positions/layers metadata)")
-        tensors = load_file(path)
         result = cls(
             tensors["positive_mean"],
             tensors["negative_mean"],

@@ -19,14 +19,14 @@ from collections.abc import Mapping
 
 import torch
 from jaxtyping import Float
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from transformer_lens import HookedTransformer
 
 from flowsteer.flow.folding import activation_scales, is_jumprelu
 from flowsteer.flow.labels import sae_fingerprint
 from flowsteer.patching import cache_sites
-from flowsteer.paths import atomic_path, cache_dir
+from flowsteer.paths import atomic_path, cache_dir, read_safetensors
 from flowsteer.sites import Site
 
 Units = Mapping[Site, Float[Tensor, " d_sae"]]
@@ -74,7 +74,8 @@ def typical_activations(
 
     folder = cache_dir("steering", "units")
     paths = {site: folder / f"{_cache_key(site, saes[site], tokens, context)}.safetensors" for site in saes}
-    units = {site: load_file(path)["units"] for site, path in paths.items() if cache and path.is_file()}
+    fix = "delete this cache file: the units are then measured again"
+    units = {site: read_safetensors(path, fix)["units"] for site, path in paths.items() if cache and path.is_file()}
     missing = sorted(site for site in saes if site not in units)
     if not missing:
         return {site: units[site] for site in sorted(saes)}
