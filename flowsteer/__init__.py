@@ -32,6 +32,7 @@ from flowsteer.patching import (  # noqa: E402
     cache_sites,
     generate_with_patches,
     interchange,
+    patches_to_fwd_hooks,
     patching_sweep,
     run_with_patches,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "generate_with_patches",
     "interchange",
     "load_model",
+    "patches_to_fwd_hooks",
     "patching_sweep",
     "register_model",
     "run_with_patches",
