@@ -70,6 +70,8 @@ def test_gguf_refuses_what_llama_cpp_cannot_apply(tmp_path):
         save_control_vector(tmp_path / "a.gguf", vectors((0, 1)))
     with pytest.raises(ValueError, match="N/res"):
         save_control_vector(tmp_path / "b.gguf", {"3/mlp": torch.ones(D)})
+    with pytest.raises(ValueError, match="same activation"):
+        save_control_vector(tmp_path / "b.gguf", {"3/pre": torch.ones(D), 2: torch.ones(D)})
     with pytest.raises(ValueError, match="differ in length"):
         save_control_vector(tmp_path / "c.gguf", {1: torch.ones(D), 2: torch.ones(D + 1)})
     path = save_control_vector(tmp_path / "d.gguf", vectors())
@@ -79,7 +81,7 @@ def test_gguf_refuses_what_llama_cpp_cannot_apply(tmp_path):
 
 
 def test_safetensors_layer_dict_round_trip(tmp_path):
-    path = save_layer_vectors(tmp_path / "sv.safetensors", {"1/res": vectors()[1], 3: vectors()[3]}, note="x")
+    path = save_layer_vectors(tmp_path / "sv.safetensors", {"1/res": vectors()[1], "4/pre": vectors()[3]}, note="x")
     raw = load_file(path)  # the plain dict {layer: vector}, as steering-vectors' layer_activations
     assert sorted(raw) == ["1", "3"] and torch.equal(raw["3"], vectors()[3])
     loaded = load_layer_vectors(path, d_model=D)

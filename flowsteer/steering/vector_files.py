@@ -59,11 +59,14 @@ LayerVectors = dict[Site, Float[Tensor, " d_model"]]
 
 
 def _residual_site(key: Site | str | int) -> Site:
+    """``N``, ``"N/res"`` or ``Site(N)`` -> ``N/res``; ``"N/pre"`` (the same activation) -> ``(N-1)/res``."""
     site = Site(key) if isinstance(key, int) else Site.parse(key)
+    if site.kind == "resid_pre" and site.layer > 0:
+        return Site(site.layer - 1)
     if site.kind != "resid_post":
         raise ValueError(
-            f"{site}: per-layer vector files hold vectors for the residual stream after a block (N/res); "
-            f"move the vector to {site.layer}/res or {max(site.layer - 1, 0)}/res, or save it alone with save_vector"
+            f"{site}: these files hold vectors for the residual stream leaving a block (N/res), not {site.kind}; "
+            "save a vector for another site alone with flowsteer.vectors.save_vector"
         )
     return site
 
@@ -75,6 +78,8 @@ def _checked(vectors: Mapping[Site | str | int, Tensor]) -> LayerVectors:
     out: LayerVectors = {}
     for key, vector in vectors.items():
         site = _residual_site(key)
+        if site in out:
+            raise ValueError(f"two vectors for {site} (N/res and (N+1)/pre are the same activation); pass one")
         tensor = torch.as_tensor(vector).detach().to("cpu", torch.float32).squeeze()
         if tensor.ndim != 1:
             raise ValueError(f"the vector for {site} has shape {tuple(tensor.shape)}; expected one vector [d_model]")
@@ -104,7 +109,7 @@ def save_control_vector(
     ``controlvector.layer_count`` (as llama.cpp's cvector-generator writes them), atomically.
 
     Args:
-        vectors: ``{site or layer: vector}``; ``6``, ``"6/res"`` and ``Site(6)`` all mean ``6/res``.
+        vectors: ``{site or layer: vector}``; ``6``, ``"6/res"``, ``Site(6)`` and ``"7/pre"`` all mean ``6/res``.
         model_hint: the model the vectors are for (llama.cpp writes the GGUF architecture, e.g.
             ``"llama"``; its loader does not read it).
     """
