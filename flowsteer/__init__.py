@@ -40,6 +40,7 @@ from flowsteer.patching import (
     collect_activations,
     generate_with_patches,
     interchange,
+    patches_to_fwd_hooks,
     patching_sweep,
     run_with_patches,
 )
@@ -129,6 +130,7 @@ __all__ = [
     "generate_with_patches",
     "interchange",
     "load_model",
+    "patches_to_fwd_hooks",
     "patching_sweep",
     "pick_seed",
     "register_model",

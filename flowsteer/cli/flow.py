@@ -4,8 +4,10 @@
     flowsteer flow --stats --saes DIR --out DIR
 
 The output format follows the suffix (.png/.svg/.pdf figure, .html interactive view, .json
-node-link data, .graphml). Labels come from ``--labels DIR`` (computed earlier), or are computed
-from ``--corpus FILE`` (one text per line, or .jsonl) with the model and cached in that folder.
+node-link data, .graphml); ``--format circuit-tracer`` writes .json outputs as circuit-tracer graph
+files instead (``--scan`` names the model in their metadata). Labels come from ``--labels DIR``
+(computed earlier), or are computed from ``--corpus FILE`` (one text per line, or .jsonl) with the
+model and cached in that folder.
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         required=True,
         help="output file(s) by suffix: .png .svg .pdf .html .json .graphml; a folder with --stats",
     )
+    parser.add_argument(
+        "--format",
+        choices=["node-link", "circuit-tracer"],
+        default="node-link",
+        help="what .json outputs hold: networkx node-link data (default) or a circuit-tracer graph file",
+    )
+    parser.add_argument("--scan", default=None, help="model name in circuit-tracer metadata (default: --model)")
     parser.add_argument("--stats", action="store_true", help="whole-model statistics instead of one graph")
     parser.add_argument("--res-threshold", type=float, default=PAPER_THRESHOLDS.res,
                         help=f"cut the residual chain below this (default {PAPER_THRESHOLDS.res})")
@@ -94,7 +103,11 @@ def run(args: argparse.Namespace) -> int:
     )
     print(flow)
     for out in args.out:
-        print(f"wrote {flow.save(out)}")
+        if args.format == "circuit-tracer" and Path(out).suffix.lower() == ".json":
+            path = flow.save(out, format="circuit-tracer", scan=args.scan or args.model)
+        else:
+            path = flow.save(out)
+        print(f"wrote {path}")
     return 0
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import networkx as nx
 
+from flowsteer.flow.exports import from_circuit_tracer, to_circuit_tracer
 from flowsteer.paths import atomic_file, write_json
 from flowsteer.sites import FeatureId, Site
 
@@ -102,19 +103,36 @@ class FlowGraph:
 
     # -- saving and loading ------------------------------------------------------------------------
     def to_json(self) -> dict:
-        """Node-link data (``edges="links"``, as circuit-tracer and Neuronpedia use)."""
+        """networkx node-link data (``edges="links"``), every attribute kept; not a circuit-tracer file."""
         return nx.node_link_data(self.graph, edges="links")
 
     @classmethod
     def from_json(cls, data: dict) -> FlowGraph:
         return cls(nx.node_link_graph(data, directed=True, edges="links"))
 
-    def save(self, path: str | Path, **options) -> Path:
-        """Write by suffix: .json (node-link), .graphml, .html (interactive, offline), or any figure
-        format matplotlib writes (.png, .svg, .pdf); ``options`` go to the figure/HTML renderer."""
+    def to_circuit_tracer(self, **metadata) -> dict:
+        """A circuit-tracer graph file (`flowsteer.flow.exports.to_circuit_tracer`: ``slug``, ``scan``,
+        ``feature_types``); data-free: no prompt, no activations, cosine weights."""
+        return to_circuit_tracer(self.graph, **metadata)
+
+    @classmethod
+    def from_circuit_tracer(cls, data: dict) -> FlowGraph:
+        """Read back a file `to_circuit_tracer` wrote (features, labels, seed, weighted edges)."""
+        return cls(from_circuit_tracer(data))
+
+    def save(self, path: str | Path, *, format: str = "node-link", **options) -> Path:
+        """Write by suffix: .json (``format="node-link"``, or ``"circuit-tracer"`` with ``options``
+        for `to_circuit_tracer`), .graphml, .html (interactive, offline), or any figure format
+        matplotlib writes (.png, .svg, .pdf); ``options`` go to the figure/HTML renderer."""
         path = Path(path)
         suffix = path.suffix.lower()
-        if suffix == ".json":
+        if format not in ("node-link", "circuit-tracer"):
+            raise ValueError(f"format={format!r}: use 'node-link' or 'circuit-tracer'")
+        if format == "circuit-tracer":
+            if suffix != ".json":
+                raise ValueError(f"circuit-tracer graph files are JSON; name the file {path.stem}.json")
+            write_json(path, self.to_circuit_tracer(**options))
+        elif suffix == ".json":
             write_json(path, self.to_json())
         elif suffix == ".graphml":
             with atomic_file(path, "wb") as handle:
@@ -132,10 +150,11 @@ class FlowGraph:
 
     @classmethod
     def load(cls, path: str | Path) -> FlowGraph:
-        """Read a graph saved as .json or .graphml."""
+        """Read a graph saved as .json (node-link or circuit-tracer) or .graphml."""
         path = Path(path)
         if path.suffix.lower() == ".json":
-            return cls.from_json(json.loads(path.read_text()))
+            data = json.loads(path.read_text())
+            return cls.from_circuit_tracer(data) if "qParams" in data else cls.from_json(data)
         if path.suffix.lower() == ".graphml":
             graph = nx.read_graphml(path)
             for key in ("node_default", "edge_default"):  # GraphML bookkeeping, not ours

@@ -2,12 +2,14 @@
 
 A `Patch` puts an `Intervention` at a `Site` on chosen token positions. `run_with_patches`,
 `generate_with_patches`, `cache_sites`, `interchange` and `patching_sweep` run a model with patches;
-hooks live only for the duration of each call.
+hooks live only for the duration of each call. `patches_to_fwd_hooks` hands patches to TransformerLens's
+own ``run_with_hooks`` / ``model.hooks``.
 """
 
 from flowsteer.patching.activations import collect_activations, position_mask
 from flowsteer.patching.effects import EffectLog, PatchEffect
 from flowsteer.patching.features import ClampFeatures, FeatureEdit, RescaleFeatures, decoder_directions
+from flowsteer.patching.fwd_hooks import patches_to_fwd_hooks
 from flowsteer.patching.generate import Generation, generate_with_patches, sample_next
 from flowsteer.patching.hooks import HookSession, SiteActivations
 from flowsteer.patching.inputs import Inputs, TokenBatch, encode, encode_pair
@@ -53,6 +55,7 @@ __all__ = [
     "encode_pair",
     "generate_with_patches",
     "interchange",
+    "patches_to_fwd_hooks",
     "patching_sweep",
     "position_mask",
     "run_from_layer",

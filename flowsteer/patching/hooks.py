@@ -5,12 +5,16 @@ Each forward chunk (a whole prompt, or one generated token with a KV cache) firs
 which real token positions its columns hold, so patches select positions correctly in every case.
 Hooks are attached with ``model.hooks(...)``, which removes them when the call ends, also on error.
 The first chunk at each site checks every patch's `Intervention.width` against the activation.
+
+`HookSession.fwd_hooks` hands the same hooks out as TransformerLens ``(hook_name, fn)`` pairs for the
+caller's own ``run_with_hooks``; with ``positions_from_shape=True`` (what `patches_to_fwd_hooks`
+uses) each chunk's positions are read off the activation's shape instead of being declared.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -46,6 +50,8 @@ class HookSession:
         patches: Sequence[Patch] = (),
         cache: Iterable[Site | str] = (),
         record: EffectLog | None = None,
+        *,
+        positions_from_shape: bool = False,
     ):
         n_layers = model.cfg.n_layers
         self.model = model
@@ -61,6 +67,7 @@ class HookSession:
         self.positions: Tensor | None = None
         self.prompt_lengths: Tensor | None = None
         self.step: int | None = None
+        self.positions_from_shape = positions_from_shape
 
     @property
     def sites(self) -> set[Site]:
@@ -75,7 +82,17 @@ class HookSession:
         """Declare the positions of the columns the next forward pass will see."""
         self.positions, self.prompt_lengths, self.step = positions, prompt_lengths, step
 
-    def context(self, site: Site) -> Context:
+    def context(self, site: Site, activation: Activation | None = None) -> Context:
+        """The `Context` of the current chunk at ``site``.
+
+        With ``positions_from_shape`` the chunk is read off ``activation`` ([batch, pos, ...]):
+        column j is real prompt position j of every row, no padding, no generation step.
+        """
+        if self.positions_from_shape and activation is not None:
+            batch, width = activation.shape[:2]
+            positions = torch.arange(width, device=activation.device).expand(batch, width)
+            lengths = torch.full((batch,), width, device=activation.device)
+            return Context(site, positions, lengths, None, None)
         if self.positions is None or self.prompt_lengths is None:
             raise RuntimeError("HookSession.set_chunk was not called before the forward pass")
         return Context(site, self.positions, self.prompt_lengths, self.step, self.sources.get(site))
@@ -87,7 +104,7 @@ class HookSession:
 
         def hook(activation: Activation, hook: object) -> Activation:
             nonlocal unchecked
-            context = self.context(site)
+            context = self.context(site, activation)
             if activation.shape[:2] != context.positions.shape:
                 raise RuntimeError(
                     f"activation at {site} has shape {tuple(activation.shape)} but the session expected "
@@ -134,11 +151,14 @@ class HookSession:
             self.record.effect(patch).add(activation, edited, context.positions >= 0, mask)
         return edited
 
+    def fwd_hooks(self) -> list[tuple[str, Callable[[Activation, object], Activation]]]:
+        """TransformerLens ``(hook_name, fn)`` pairs, one per site, in forward order."""
+        return [(site.hook_name, self._hook(site)) for site in sorted(self.sites)]
+
     @contextmanager
     def attached(self) -> Iterator[HookSession]:
         """Attach the hooks for the body of the ``with``; they are removed on exit, also on error."""
-        hooks = [(site.hook_name, self._hook(site)) for site in sorted(self.sites)]
-        with self.model.hooks(fwd_hooks=hooks):
+        with self.model.hooks(fwd_hooks=self.fwd_hooks()):
             yield self
 
     def activations(self) -> SiteActivations:

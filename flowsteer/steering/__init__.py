@@ -1,6 +1,7 @@
 """Steering by SAE features (Feature Flow, arXiv 2502.03032, §4-5 and App. B): add, rescale or clamp
 features at one site or along a flow graph, choose features for a theme, and score the result
-locally. Every edit is a `flowsteer.patching.Patch`. See docs/steering.md."""
+locally. Every edit is a `flowsteer.patching.Patch`. Per-layer vectors go out to and come in from
+llama.cpp control vectors and steering-vectors-style safetensors (`vector_files`). See docs/steering.md."""
 
 from flowsteer.steering.compare import SteeringComparison, compare_steering
 from flowsteer.steering.contrast import DiffInMeans, ablation_patches, actadd_patches, diff_in_means
@@ -16,6 +17,14 @@ from flowsteer.steering.themes import (
     standardised_mean_difference,
 )
 from flowsteer.steering.units import feature_units, typical_activations
+from flowsteer.steering.vector_files import (
+    load_control_vector,
+    load_direction,
+    load_layer_vectors,
+    save_control_vector,
+    save_layer_vectors,
+    vector_patches,
+)
 
 __all__ = [
     "MODES",
@@ -38,9 +47,15 @@ __all__ = [
     "feature_units",
     "graph_features",
     "graph_steerer",
+    "load_control_vector",
+    "load_direction",
+    "load_layer_vectors",
     "load_themes",
     "rank_theme_features",
     "rank_themes",
+    "save_control_vector",
+    "save_layer_vectors",
     "standardised_mean_difference",
     "typical_activations",
+    "vector_patches",
 ]
