@@ -50,7 +50,7 @@ from flowsteer.refusal.selection import (
     select_direction,
 )
 from flowsteer.steering.contrast import DiffInMeans, ablation_patches, actadd_patches, diff_in_means
-from flowsteer.vectors import save_vector
+from flowsteer.steering.vector_files import save_vector
 
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "refusal_linear.json"

@@ -55,7 +55,7 @@ from flowsteer.refusal.bypass.compare import summary_line
 from flowsteer.refusal.organism.cache import organism_dir, read_manifest
 from flowsteer.refusal.selection import DirectionScores
 from flowsteer.steering.contrast import diff_in_means
-from flowsteer.vectors import load_vector, save_vector
+from flowsteer.steering.vector_files import load_vector, save_vector
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "analyses" / "results"

@@ -18,7 +18,7 @@ ROOT = Path(flowsteer.__file__).resolve().parent
 # Lowest first: a package may import only packages at its own rank or below (same rank: no edge either way).
 LAYERS = [
     {"flowsteer", "sites", "paths", "resources", "display"},
-    {"models", "vectors"},
+    {"models"},
     {"patching"},
     {"evals", "data"},
     {"saes"},

@@ -8,7 +8,7 @@ import torch
 
 from flowsteer.cli import main
 from flowsteer.models.tiny import TINY_MODEL
-from flowsteer.vectors import load_vector, save_vector
+from flowsteer.steering.vector_files import load_vector, save_vector
 
 
 def test_info_lists_layers_and_sites(capsys):

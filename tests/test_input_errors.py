@@ -32,7 +32,7 @@ from flowsteer.patching import (
 from flowsteer.patching.inputs import left_pad, tokenize
 from flowsteer.saes.checkpoint import load_checkpoint, save_checkpoint
 from flowsteer.saes.splice import SAEReconstruction
-from flowsteer.vectors import load_vector, save_vector
+from flowsteer.steering.vector_files import load_vector, save_vector
 from tests.conftest import hooks_attached
 
 PROMPTS = ["The cat sat on the mat.", "Hi"]

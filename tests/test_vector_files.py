@@ -18,7 +18,7 @@ from flowsteer.steering import (
     save_layer_vectors,
     vector_patches,
 )
-from flowsteer.vectors import save_vector
+from flowsteer.steering.vector_files import save_vector
 
 D = 48  # any width: nothing here knows the model's size
 

@@ -8,7 +8,7 @@ from flowsteer.cli.common import add_model_arguments, load_model_from
 from flowsteer.models import chat_prompt
 from flowsteer.patching import AddVector, Patch, generate_with_patches
 from flowsteer.sites import Site
-from flowsteer.vectors import load_vector
+from flowsteer.steering.vector_files import load_vector
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -21,8 +21,10 @@ from flowsteer.steering.vector_files import (
     load_control_vector,
     load_direction,
     load_layer_vectors,
+    load_vector,
     save_control_vector,
     save_layer_vectors,
+    save_vector,
     vector_patches,
 )
 
@@ -51,10 +53,12 @@ __all__ = [
     "load_direction",
     "load_layer_vectors",
     "load_themes",
+    "load_vector",
     "rank_theme_features",
     "rank_themes",
     "save_control_vector",
     "save_layer_vectors",
+    "save_vector",
     "standardised_mean_difference",
     "typical_activations",
     "vector_patches",

@@ -1,4 +1,5 @@
-"""Per-layer steering vectors in other tools' files, out and in: llama.cpp control vectors (GGUF) and
+"""Steering vectors in files, out and in (safetensors or NumPy, never pickle; validated on load): one vector
+(`save_vector` / `load_vector`), and per-layer vectors in other tools' files: llama.cpp control vectors (GGUF) and
 safetensors dicts ``{layer: vector}`` (the steering-vectors library's ``layer_activations``).
 
 Every vector here lives on the residual stream leaving a block: key ``N`` is the site ``N/res``
@@ -46,10 +47,51 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from flowsteer.patching import AddVector, Patch
+from flowsteer.patching.interventions import finite_tensor
 from flowsteer.patching.patch import PositionSpec
-from flowsteer.paths import atomic_path
+from flowsteer.paths import atomic_path, read_safetensors
 from flowsteer.sites import Site
-from flowsteer.vectors import load_vector
+
+
+def save_vector(path: str | os.PathLike, vector: Float[Tensor, " d"], **metadata: str) -> None:
+    """Write ``vector`` under the key ``"vector"`` of a safetensors file, atomically."""
+    path = Path(path)
+    tensor = vector.detach().to("cpu", torch.float32).contiguous()
+    with atomic_path(path) as tmp:
+        save_file({"vector": tensor}, tmp, metadata={k: str(v) for k, v in metadata.items()})
+
+
+def load_vector(path: str | os.PathLike, d_model: int | None = None) -> Float[Tensor, " d"]:
+    """Read a 1-D vector from ``.safetensors`` (key ``"vector"`` or its only tensor) or ``.npy``.
+
+    With ``d_model`` the length is checked against the model's residual width.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no vector file at {path}")
+    fix = "write it again (flowsteer.steering.vector_files.save_vector)"
+    if path.suffix == ".npy":
+        try:
+            vector = torch.from_numpy(np.load(path, allow_pickle=False)).float()
+        except (ValueError, EOFError) as exc:
+            raise ValueError(f"{path} is truncated or not a NumPy array file ({exc}); {fix}") from exc
+    elif path.suffix == ".safetensors":
+        tensors = read_safetensors(path, fix)
+        if "vector" in tensors:
+            vector = tensors["vector"]
+        elif len(tensors) == 1:
+            vector = next(iter(tensors.values()))
+        else:
+            raise ValueError(f"{path} holds {sorted(tensors)}; store the vector under the key 'vector'")
+    else:
+        raise ValueError(f"{path}: use a .safetensors or .npy file (pickled formats are not loaded)")
+    vector = vector.float().squeeze()
+    if vector.ndim != 1:
+        raise ValueError(f"{path} holds a tensor of shape {tuple(vector.shape)}; expected one vector [d_model]")
+    if d_model is not None and vector.shape[0] != d_model:
+        raise ValueError(f"{path} holds a vector of length {vector.shape[0]} but the model's d_model is {d_model}")
+    return finite_tensor(vector, f"the vector in {path}")
+
 
 ARCHITECTURE = "controlvector"
 LAYER_TYPE = "decoder_block"
@@ -66,7 +108,7 @@ def _residual_site(key: Site | str | int) -> Site:
     if site.kind != "resid_post":
         raise ValueError(
             f"{site}: these files hold vectors for the residual stream leaving a block (N/res), not {site.kind}; "
-            "save a vector for another site alone with flowsteer.vectors.save_vector"
+            "save a vector for another site alone with save_vector"
         )
     return site
 
@@ -189,7 +231,7 @@ def load_layer_vectors(path: str | os.PathLike, d_model: int | None = None) -> L
     if not keys or not all(key.isdigit() for key in keys):
         raise ValueError(
             f"{path} holds tensors {keys}; a layer-vector file is keyed by layer numbers ('6', '12'). "
-            "Read a single vector with flowsteer.vectors.load_vector"
+            "Read a single vector with flowsteer.steering.vector_files.load_vector"
         )
     return _check_width(_checked({int(key): tensors[key] for key in keys}), d_model, path)
 
@@ -207,7 +249,7 @@ def load_direction(
 ) -> Float[Tensor, " d_model"]:
     """One direction from a file computed elsewhere (e.g. a refusal direction), to put in a `Patch`.
 
-    Reads a single vector (``.safetensors``/``.npy``, as `flowsteer.vectors.load_vector`), or
+    Reads a single vector (``.safetensors``/``.npy``, as `flowsteer.steering.vector_files.load_vector`), or
     ``layer`` of a per-layer file: a llama.cpp control vector (``.gguf``: ``direction.{layer}``), a
     layer-keyed safetensors dict (``"{layer}"``), or a ``[n_layers, d_model]`` matrix (row
     ``layer``). Which site to patch is the caller's choice, e.g.
@@ -227,7 +269,7 @@ def load_direction(
     if suffix in (".pt", ".pth", ".pkl", ".pickle"):
         raise ValueError(
             f"{path} is a pickle; flowsteer does not unpickle files. Convert it once where you trust it: "
-            "flowsteer.vectors.save_vector('direction.safetensors', torch.load(path, weights_only=True))"
+            "flowsteer.steering.vector_files.save_vector('direction.safetensors', torch.load(path, weights_only=True))"
         )
     raw = None
     if suffix == ".safetensors":
