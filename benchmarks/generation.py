@@ -2,27 +2,27 @@
 add-vector patch) vs the transformers model's own ``generate``.
 
 Batch 1 and 8, 64 new tokens (EOS ignored so every run makes the same number of tokens), chat
-prompts. Each configuration runs ``--repeats`` times, interleaved, and the best time counts.
+prompts. After one untimed warm-up call each (one prompt), the configurations run ``--repeats`` times,
+interleaved (`protocol.interleave`); tokens/s is reported from the best (min) and the median time.
 Prints a table and writes JSON (default ``benchmarks/results/generation.json``).
 
     python benchmarks/generation.py [--model NAME] [--repeats 3] [--out FILE]
+    python benchmarks/generation.py --batches 1 --new-tokens 4 --repeats 1 --out /tmp/g.json   # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import platform
-import time
 from pathlib import Path
 
 import torch
+from protocol import Result, add_arguments, interleave, save, stamp
 
 from flowsteer import chat_prompts, load_model
 from flowsteer.models.embedded import EMBEDDED_MODELS
 from flowsteer.models.loading import converted_gguf_dir
 from flowsteer.patching import AddVector, Function, Patch, generate_with_patches
-from flowsteer.paths import write_json
 
 INSTRUCTIONS = [
     "What is the capital of France?",
@@ -34,7 +34,7 @@ INSTRUCTIONS = [
     "How do I boil an egg?",
     "Name three primary colours.",
 ]
-NEW_TOKENS = 64
+RESULTS = Path(__file__).parent / "results" / "generation.json"
 
 
 def stock_copy(model):
@@ -59,12 +59,16 @@ def hf_model_for(name: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--layer", type=int, default=None, help="layer of the add-vector patch (default n_layers//2)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "generation.json"))
+    parser.add_argument("--batches", default="1,8", help="batch sizes, comma-separated (at most 8)")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    add_arguments(parser, RESULTS)
     args = parser.parse_args()
+    new_tokens = args.new_tokens
+    batches = [int(b) for b in args.batches.split(",")]
 
     model = load_model(args.model)
+    started = stamp(str(next(model.parameters()).dtype), ["transformer-lens", "transformers"])
     stock = stock_copy(model)
     hf = hf_model_for(args.model)
     layer = args.layer if args.layer is not None else model.cfg.n_layers // 2
@@ -82,37 +86,33 @@ def main() -> None:
     def run(name: str, prompts: list[str]) -> list[list[int]]:
         if name == "transformer_lens_generate":
             out = stock.generate(
-                prompts if len(prompts) > 1 else prompts[0], max_new_tokens=NEW_TOKENS, do_sample=False,
+                prompts if len(prompts) > 1 else prompts[0], max_new_tokens=new_tokens, do_sample=False,
                 verbose=False, stop_at_eos=False, return_type="tokens",
             )
-            return out[:, -NEW_TOKENS:].tolist()
+            return out[:, -new_tokens:].tolist()
         if name == "transformers_generate":
             encoded = model.tokenizer(prompts, return_tensors="pt", padding=True)
             with torch.no_grad():
                 out = hf.generate(
-                    **encoded, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
+                    **encoded, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                     pad_token_id=model.tokenizer.pad_token_id,
                 )
-            return out[:, -NEW_TOKENS:].tolist()
-        return generate_with_patches(model, prompts, configs[name], max_new_tokens=NEW_TOKENS, stop_at_eos=False).tokens
+            return out[:, -new_tokens:].tolist()
+        return generate_with_patches(model, prompts, configs[name], max_new_tokens=new_tokens, stop_at_eos=False).tokens
 
-    results = {}
-    for batch in (1, 8):
+    results, trials = {}, {}
+    for batch in batches:
         prompts = chat_prompts(model, INSTRUCTIONS[:batch])
-        best = {name: float("inf") for name in configs}
-        outputs = {}
-        for name in configs:  # warm-up
-            run(name, prompts[:1])
-        for _ in range(args.repeats):
-            for name in configs:
-                start = time.perf_counter()
-                outputs[name] = run(name, prompts)
-                best[name] = min(best[name], time.perf_counter() - start)
-        rates = {name: batch * NEW_TOKENS / seconds for name, seconds in best.items()}
+        warmup = {name: (lambda name=name, prompts=prompts: run(name, prompts[:1])) for name in configs}
+        timed = {name: (lambda name=name, prompts=prompts: Result(output=run(name, prompts))) for name in configs}
+        trials[f"batch_{batch}"] = batch_trials = interleave(timed, args.repeats, warmup=warmup)
+        outputs = batch_trials.outputs
+        rates = {name: batch * new_tokens / batch_trials.min(name) for name in configs}
         stock_tokens = outputs["transformer_lens_generate"]
         results[f"batch_{batch}"] = {
             "tokens_per_second": rates,
-            "seconds": best,
+            "tokens_per_second_median": {name: batch * new_tokens / batch_trials.median(name) for name in configs},
+            "seconds": {name: batch_trials.min(name) for name in configs},
             "add_vector_vs_flowsteer_unpatched": rates["flowsteer_add_vector_patch"] / rates["flowsteer_no_patch"],
             "add_vector_vs_transformers": (
                 rates["flowsteer_add_vector_patch"] / rates["transformers_generate"] if hf is not None else None
@@ -127,25 +127,24 @@ def main() -> None:
     report = {
         "benchmark": "greedy generation throughput",
         "model": args.model,
-        "new_tokens": NEW_TOKENS,
-        "repeats": args.repeats,
+        "new_tokens": new_tokens,
         "add_vector_site": f"{layer}/res",
-        "torch_threads": torch.get_num_threads(),
         "device": str(model.cfg.device),
-        "machine": platform.processor() or platform.machine(),
         "results": results,
     }
-    write_json(args.out, report)
-    print(f"{'configuration':<28} {'batch 1 tok/s':>14} {'batch 8 tok/s':>14}")
+    save(args.out, report, trials, started)
+    print(f"{'configuration':<28} " + " ".join(f"{f'batch {b} tok/s (median)':>26}" for b in batches))
     for name in configs:
-        row = [results[f"batch_{b}"]["tokens_per_second"][name] for b in (1, 8)]
-        print(f"{name:<28} {row[0]:>14.1f} {row[1]:>14.1f}")
-    for batch in (1, 8):
+        cells = [f"{results[f'batch_{b}']['tokens_per_second'][name]:.1f} "
+                 f"({results[f'batch_{b}']['tokens_per_second_median'][name]:.1f})" for b in batches]
+        print(f"{name:<28} " + " ".join(f"{c:>26}" for c in cells))
+    for batch in batches:
         r = results[f"batch_{batch}"]
         ratio = r["add_vector_vs_transformers"]
+        ratio = "n/a" if ratio is None else f"{ratio:.2f}x"
         print(
             f"batch {batch}: add-vector / unpatched = {r['add_vector_vs_flowsteer_unpatched']:.2f}x, "
-            f"add-vector / transformers = {ratio:.2f}x, flowsteer / TransformerLens = "
+            f"add-vector / transformers = {ratio}, flowsteer / TransformerLens = "
             f"{r['flowsteer_vs_transformer_lens']:.2f}x, identical to TransformerLens: "
             f"{r['unpatched_identical_to_transformer_lens']} (identity patch: "
             f"{r['identity_patch_identical_to_transformer_lens']})"

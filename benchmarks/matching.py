@@ -3,15 +3,16 @@ weights): flowsteer's chunked `topk_cosine` against the bare matrix product of t
 (``W_dec^A @ W_dec^B.T``, the limit) and the naive full-matrix argmax (normalise both, multiply,
 argmax over the F x F matrix).
 
-Each method runs in a fresh subprocess per round (``--rounds``, interleaved), after a small
-warm-up product; the best time counts. Peak extra memory is measured honestly for torch's CPU
-allocations, which tracemalloc cannot see: the process's peak resident set (VmHWM) is reset
-through ``/proc/self/clear_refs`` just before the call and read after it, minus the resident set
-just before (inputs already allocated). On CUDA it is torch's ``max_memory_allocated`` minus the
-allocation before the call. Prints a table and writes JSON (default
-``benchmarks/results/matching.json``). Run it under the CPU lock:
+Each method runs in a fresh subprocess per repeat (``--repeats``, interleaved by `protocol.interleave`), after
+a small warm-up product; min and median times are reported (the ratios use the min). Peak extra memory is
+measured honestly for torch's CPU allocations, which tracemalloc cannot see: the process's peak resident set
+(VmHWM) is reset through ``/proc/self/clear_refs`` just before the call and read after it, minus the resident
+set just before (inputs already allocated). On CUDA it is torch's ``max_memory_allocated`` minus the
+allocation before the call. Prints a table and writes JSON (default ``benchmarks/results/matching.json``). Run
+it under the CPU lock:
 
     flock /tmp/flowsteer-cpu.lock python benchmarks/matching.py [--features 16384] [--d 2304]
+    python benchmarks/matching.py --features 512 --d 64 --repeats 1 --out /tmp/m.json   # smoke run
 """
 
 from __future__ import annotations
@@ -19,15 +20,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
-
-from flowsteer.paths import write_json
+from protocol import Result, add_arguments, interleave, save, stamp
 
 METHODS = ("bare_matmul", "topk_cosine", "naive_argmax")
 TARGETS = {"time_ratio_max": 1.3, "peak_extra_mb_max": 300}
@@ -65,41 +64,43 @@ def _run_one(method: str, features: int, d: int, device: str, seed: int) -> dict
     if device == "cpu":
         before = _status_mb("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident set to the current one
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         out = call()
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         peak = _status_mb("VmHWM") - before
     else:
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         out = call()
         torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         peak = (torch.cuda.max_memory_allocated() - before) / 2**20
     digest = hashlib.blake2b(out.flatten().long().cpu().numpy().tobytes(), digest_size=8).hexdigest()
     checksum = digest if method != "bare_matmul" else None
-    return {"method": method, "seconds": seconds, "peak_extra_mb": peak, "checksum": checksum}
+    return {"method": method, "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_extra_mb": peak,
+            "checksum": checksum}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", type=int, default=16384)
     parser.add_argument("--d", type=int, default=2304)
-    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="benchmarks/results/matching.json")
     parser.add_argument("--one", choices=METHODS, help=argparse.SUPPRESS)  # internal: run one method, print JSON
+    add_arguments(parser, Path(__file__).parent / "results" / "matching.json")
     args = parser.parse_args()
     if args.one:
         print(json.dumps(_run_one(args.one, args.features, args.d, args.device, args.seed)))
         return
 
+    started = stamp("float32", [])
     runs: dict[str, list[dict]] = {m: [] for m in METHODS}
-    for round_ in range(args.rounds):
-        for method in METHODS:
+
+    def contender(method: str):
+        def call() -> Result:
             command = [
                 sys.executable,
                 __file__,
@@ -116,23 +117,26 @@ def main() -> None:
             ]
             result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
             runs[method].append(result)
-            print(
-                f"round {round_ + 1}: {method:13s} {result['seconds']:7.2f} s  {result['peak_extra_mb']:8.1f} MB",
-                flush=True,
-            )
-    best = {m: min(r["seconds"] for r in runs[m]) for m in METHODS}
+            print(f"{method:13s} {result['seconds']:7.2f} s  {result['peak_extra_mb']:8.1f} MB", flush=True)
+            # the subprocess timed the call itself: its start-up and input building do not count
+            return Result({key: result[key] for key in ("seconds", "cpu_seconds", "peak_extra_mb")})
+
+        return call
+
+    trials = interleave({m: contender(m) for m in METHODS}, args.repeats)
+    best = {m: trials.min(m) for m in METHODS}
     peak = {m: max(r["peak_extra_mb"] for r in runs[m]) for m in METHODS}
     same = runs["topk_cosine"][0]["checksum"] == runs["naive_argmax"][0]["checksum"]
     ratio = best["topk_cosine"] / best["bare_matmul"]
     summary = {
         "shape": {"features": args.features, "d": args.d, "dtype": "float32"},
         "device": args.device,
-        "threads": 2 if args.device == "cpu" else None,
-        "machine": platform.processor() or platform.machine(),
+        "threads_in_subprocess": 2 if args.device == "cpu" else None,
         "memory_measure": "peak RSS (VmHWM after clear_refs) minus RSS before the call"
         if args.device == "cpu"
         else "torch.cuda.max_memory_allocated minus memory_allocated before the call",
         "best_seconds": best,
+        "median_seconds": {m: trials.median(m) for m in METHODS},
         "peak_extra_mb": peak,
         "topk_over_bare": ratio,
         "naive_over_bare": best["naive_argmax"] / best["bare_matmul"],
@@ -142,11 +146,11 @@ def main() -> None:
         "meets_memory_target": peak["topk_cosine"] <= TARGETS["peak_extra_mb_max"],
         "runs": runs,
     }
-    print("\n| method | best time (s) | x bare | peak extra memory (MB) |\n|---|---|---|---|")
+    print("\n| method | best time (s) | median (s) | x bare | peak extra memory (MB) |\n|---|---|---|---|---|")
     for m in METHODS:
-        print(f"| {m} | {best[m]:.2f} | {best[m] / best['bare_matmul']:.2f} | {peak[m]:.0f} |")
+        print(f"| {m} | {best[m]:.2f} | {trials.median(m):.2f} | {best[m] / best['bare_matmul']:.2f} | {peak[m]:.0f} |")
     print(f"\ntop-1 matches identical to the naive argmax: {same}")
-    write_json(args.out, summary)
+    save(args.out, summary, trials, started)
     print(f"wrote {args.out}")
 
 

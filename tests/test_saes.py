@@ -305,3 +305,32 @@ def test_passes_reuse_each_round_with_a_fresh_shuffle(tiny, chunks, bank):
     assert not torch.equal(twice["1/res"].W_dec, bank["1/res"].W_dec)
     with pytest.raises(ValueError, match="passes"):
         SAETrainingConfig(passes=0)
+
+
+def test_training_from_cached_activations_equals_training_from_the_model(tiny, chunks, bank):
+    from flowsteer.saes.activations import ActivationRounds
+
+    rounds = ActivationRounds(tiny, sorted(map(Site.parse, SITES)), chunks,
+                              round_tokens=CONFIG.round_tokens, lm_batch=CONFIG.lm_batch, seed=CONFIG.seed)
+    harvested = [rounds[r] for r in range(4)]  # the 4 rounds of CONFIG's 32 steps, no sinks in the tiny model
+    assert all(order.numel() == acts.shape[1] for acts, order in harvested)
+    stacked = torch.cat([acts for acts, _ in harvested], dim=1)
+    cache = {str(site): stacked[i] for i, site in enumerate(rounds.sites)}
+    before = {site: tensor.clone() for site, tensor in cache.items()}
+    config = SAETrainingConfig(**{**CONFIG.__dict__, "round_tokens": rounds.tokens_per_round})
+    cached = train_saes(tiny, SITES, config, activations=cache, progress=False)
+    for site in SITES:
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            assert torch.equal(getattr(bank[site], name), getattr(cached[site], name))
+        assert torch.equal(cache[site], before[site])  # the caller's activations are left as they were
+    assert cached.info["training"]["steps"] == CONFIG.total_steps
+
+
+def test_training_from_cached_activations_checks_its_input(tiny):
+    good = {site: torch.randn(512, tiny.cfg.d_model) for site in SITES}
+    with pytest.raises(ValueError, match="sites"):
+        train_saes(tiny, SITES, CONFIG, activations={"1/res": good["1/res"]}, progress=False)
+    with pytest.raises(ValueError, match="d_model"):
+        train_saes(tiny, SITES, CONFIG, activations={**good, "3/att": torch.randn(512, 3)}, progress=False)
+    with pytest.raises(ValueError, match="not both"):
+        train_saes(tiny, SITES, CONFIG, activations=good, chunks=torch.zeros(4, 8, dtype=torch.long), progress=False)

@@ -135,10 +135,58 @@ class ActivationRounds:
 
     def reshuffled(self, order: Int[Tensor, " n"], round_index: int, pass_index: int) -> Int[Tensor, " n"]:
         """``order`` in a fresh seeded order for another pass over round ``round_index`` (pass 0: as is)."""
-        if pass_index == 0:
-            return order
-        permutation = torch.randperm(order.numel(), generator=_generator(self.seed, round_index, pass_index))
-        return order[permutation.to(order.device)]
+        return _reshuffled(order, self.seed, round_index, pass_index)
+
+
+def _reshuffled(order: Tensor, seed: int, round_index: int, pass_index: int) -> Tensor:
+    if pass_index == 0:
+        return order
+    permutation = torch.randperm(order.numel(), generator=_generator(seed, round_index, pass_index))
+    return order[permutation.to(order.device)]
+
+
+class CachedRounds:
+    """`ActivationRounds`' interface over activations already in memory (no model, no forward pass).
+
+    ``cached[site]`` holds ``[tokens, d]`` activations (the same tokens, in the same order, at every site).
+    An epoch splits them into consecutive windows of ``round_tokens`` (the last one may be shorter);
+    round ``r`` is window ``r`` modulo the number of windows, copied into one ``[sites, window, d]`` tensor,
+    with a shuffled order drawn exactly as `ActivationRounds` draws it for round ``r``. So rounds cut from
+    `ActivationRounds` (``torch.cat`` of ``rounds[r][0]`` along tokens, no sinks left out) and served with
+    its ``tokens_per_round`` give the same stream.
+    """
+
+    def __init__(self, cached: Sequence[Float[Tensor, "tokens d"]], *, round_tokens: int, seed: int = 0):
+        if not cached:
+            raise ValueError("CachedRounds needs the activations of at least one site")
+        shapes = {tuple(a.shape) for a in cached}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise ValueError(f"cached activations must be [tokens, d] with one shape at every site, got {shapes}")
+        self.cached, self.seed = list(cached), seed
+        self.n_tokens = cached[0].shape[0]
+        self.tokens_per_round = min(round_tokens, self.n_tokens)
+        self.windows = math.ceil(self.n_tokens / self.tokens_per_round)
+
+    def window(self, round_index: int) -> range:
+        """The cached token positions round ``round_index`` uses."""
+        start = round_index % self.windows * self.tokens_per_round
+        return range(start, min(start + self.tokens_per_round, self.n_tokens))
+
+    def harvest(
+        self, round_index: int, on_tokens: Callable[[int], None] | None = None
+    ) -> tuple[Float[Tensor, "sites tokens d"], Int[Tensor, " tokens"]]:
+        """``rounds[r]`` (nothing is harvested: ``on_tokens`` is never called)."""
+        return self[round_index]
+
+    def __getitem__(self, round_index: int) -> tuple[Float[Tensor, "sites tokens d"], Int[Tensor, " tokens"]]:
+        window = self.window(round_index)
+        activations = torch.stack([a[window.start : window.stop] for a in self.cached])
+        order = torch.randperm(len(window), generator=_generator(self.seed, 1_000_003, round_index))
+        return activations, order.to(activations.device)
+
+    def reshuffled(self, order: Int[Tensor, " n"], round_index: int, pass_index: int) -> Int[Tensor, " n"]:
+        """As `ActivationRounds.reshuffled`."""
+        return _reshuffled(order, self.seed, round_index, pass_index)
 
 
 def sink_detector_sites(sites: Sequence[Site]) -> list[Site]:

@@ -20,7 +20,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from flowsteer.models.precision import DTYPES, check_precision, resolve_precision
-from flowsteer.saes.activations import ActivationRounds
+from flowsteer.saes.activations import ActivationRounds, CachedRounds
 from flowsteer.saes.bank import SAEBank
 from flowsteer.saes.checkpoint import (
     has_checkpoint,
@@ -183,6 +183,7 @@ def train_saes(
     config: SAETrainingConfig = SAETrainingConfig(),
     *,
     chunks: torch.Tensor | None = None,
+    activations: Mapping[Site | str, torch.Tensor] | None = None,
     out: str | os.PathLike | None = None,
     resume: bool = False,
     checkpoint_minutes: float = 10.0,
@@ -195,6 +196,11 @@ def train_saes(
         sites: e.g. ``["6/res", "6/mlp", "6/att"]`` or `Site` objects.
         chunks: token chunks ``[rows, context]``; default the corpus's train split
             (`flowsteer.data.token_chunks`) at ``config.context``.
+        activations: train on these activations instead of running the model over ``chunks``:
+            ``{site: [tokens, d_model]}``, the same tokens at every site (e.g. harvested once and shared
+            by several runs). Rounds are consecutive windows of ``config.round_size`` tokens, each
+            shuffled and used for ``config.passes`` passes (`CachedRounds`); the model only supplies
+            ``d_model``, the device and the metadata.
         out: folder to save the bank to. Checkpoints go to ``<out>.checkpoint`` at the end of a
             round once ``checkpoint_minutes`` have passed since the last one (0: every round).
         resume: continue from ``<out>.checkpoint``; the result equals an uninterrupted run.
@@ -206,7 +212,20 @@ def train_saes(
     config = config.resolved(torch_device)  # "auto" precisions become this machine's choice, recorded
     sites = _sorted_sites(model, sites)
     d_in = model.cfg.d_model
-    if chunks is None:
+    cached = None  # (the name ``activations`` is reused below for each round's tensor)
+    if activations is not None:
+        if chunks is not None:
+            raise ValueError("pass chunks or activations, not both")
+        cached = {Site.parse(site): tensor for site, tensor in activations.items()}
+        if set(cached) != set(sites):
+            raise ValueError(f"activations are for sites {sorted(map(str, cached))}, training is for "
+                             f"{[str(s) for s in sites]}")
+        shapes = {tuple(tensor.shape) for tensor in cached.values()}
+        shape = next(iter(shapes))
+        if len(shapes) != 1 or len(shape) != 2 or shape[1] != d_in or shape[0] < config.batch_size:
+            raise ValueError(f"activations must be [tokens >= batch_size={config.batch_size}, d_model={d_in}], "
+                             f"one shape at every site; got {sorted(shapes)}")
+    elif chunks is None:
         from flowsteer.data import token_chunks
 
         chunks = token_chunks(model.tokenizer, "train", config.context)
@@ -237,17 +256,22 @@ def train_saes(
         step, round_index, history, timing = meta["step"], meta["round"], meta["history"], meta["timing"]
         log.info("resuming %s at step %d (round %d)", checkpoint, step, round_index)
 
-    rounds = ActivationRounds(
-        model, sites, chunks, round_tokens=config.round_size(len(sites), d_in), lm_batch=config.lm_batch,
-        seed=config.seed, autocast_dtype=_autocast_dtype(config.harvest_dtype), max_norm_ratio=config.max_norm_ratio,
-    )
+    round_tokens = config.round_size(len(sites), d_in)
+    if cached is not None:
+        rounds = CachedRounds([cached[site].to(torch_device) for site in sites], round_tokens=round_tokens,
+                              seed=config.seed)
+    else:
+        rounds = ActivationRounds(
+            model, sites, chunks, round_tokens=round_tokens, lm_batch=config.lm_batch, seed=config.seed,
+            autocast_dtype=_autocast_dtype(config.harvest_dtype), max_norm_ratio=config.max_norm_ratio,
+        )
     total = config.total_steps
     # One bar for both kinds of work, in activations: harvested (forward passes) and trained on (SAE steps); the two
     # rates are of one order on CPUs, so the ETA is meaningful from the first forward pass on.
     steps_per_round = config.passes * (rounds.tokens_per_round // config.batch_size)
-    harvest_total = math.ceil(total / max(steps_per_round, 1)) * rounds.tokens_per_round
+    harvest_total = 0 if cached is not None else math.ceil(total / max(steps_per_round, 1)) * rounds.tokens_per_round
     bar = tqdm(total=harvest_total + total * config.batch_size, unit="act", unit_scale=True, smoothing=0,
-               initial=round_index * rounds.tokens_per_round + step * config.batch_size,
+               initial=(0 if cached is not None else round_index * rounds.tokens_per_round) + step * config.batch_size,
                desc=f"{len(sites)} SAEs: harvest ({config.harvest_dtype}) + train", disable=not progress)
     last_save = time.monotonic()
     with bar:
