@@ -16,7 +16,7 @@ from sae_single_site import epoch_batches, fit_topk, harvest, score, window_batc
 from flowsteer import load_model
 from flowsteer.models.precision import resolve_precision
 from flowsteer.saes.activations import sink_tokens
-from flowsteer.saes.training import SAETrainingConfig
+from flowsteer.saes.config import SAETrainingConfig
 from flowsteer.sites import Site
 
 RUNS = [  # (distinct tokens, passes, drop sinks, window of train_saes's round or None for full epochs, d_sae, k)
@@ -44,7 +44,7 @@ def main() -> None:
         config = SAETrainingConfig(tokens=len(x), passes=passes, d_sae=d_sae, k=k)
         batches = (epoch_batches(len(x), config.batch_size, passes) if window is None
                    else window_batches(len(x), config.batch_size, passes, window))
-        sae, seconds = fit_topk(x, batches, config, model.cfg.d_model, site.hook_name)
+        sae, seconds = fit_topk(x, batches, config, model.cfg.d_model, site)
         metrics = score(sae, held)
         row = {"d_sae": d_sae, "k": k, "distinct_tokens": tokens, "passes": passes, "sinks_dropped": excluded,
                "window": window, "harvest_dtype": precision.name, "steps": config.total_steps, "s": round(seconds, 1),

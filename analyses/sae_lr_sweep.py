@@ -13,7 +13,7 @@ import torch
 from sae_single_site import fit_topk, harvest, score
 
 from flowsteer import load_model
-from flowsteer.saes.training import SAETrainingConfig
+from flowsteer.saes.config import SAETrainingConfig
 from flowsteer.sites import Site
 
 SWEEP = [  # (lr, batch, decay fraction, AuxK coefficient)
@@ -32,7 +32,7 @@ def main() -> None:
     for lr, batch, decay, aux in SWEEP:
         config = SAETrainingConfig(lr=lr, batch_size=batch, decay_fraction=decay, tokens=300_000)
         batches = (torch.arange(start, start + batch) for start in range(0, len(x) - batch + 1, batch))
-        sae, seconds = fit_topk(x, batches, config, model.cfg.d_model, site.hook_name, aux)
+        sae, seconds = fit_topk(x, batches, config, model.cfg.d_model, site, aux)
         row = {"lr": lr, "bs": batch, "window": config.dead_window, "decay": decay, "aux": aux,
                "s": round(seconds, 1), **score(sae, held)}
         print(json.dumps(row), flush=True)

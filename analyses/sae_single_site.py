@@ -1,22 +1,22 @@
-"""One TopK SAE trained on activations held in memory: the inner loop of `flowsteer.saes.train_saes` for a
-single site, so that sweeps (`sae_lr_sweep.py`, `sae_data_scaling.py`) can reuse one harvest for many runs.
+"""One TopK SAE trained on activations held in memory with `flowsteer.saes.SAEStepper` (the step `train_saes` uses),
+in a batch order the sweep chooses, so that sweeps (`sae_lr_sweep.py`, `sae_data_scaling.py`) reuse one harvest for
+many runs.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 
 import torch
-from sae_lens.saes.sae import SAEMetadata
 
 from flowsteer.data import token_chunks
 from flowsteer.patching import cache_sites
 from flowsteer.saes.activations import ActivationRounds
+from flowsteer.saes.config import SAETrainingConfig
 from flowsteer.saes.metrics import reconstruction_metrics
-from flowsteer.saes.trainable import SparseTopK
-from flowsteer.saes.training import SAETrainingConfig
+from flowsteer.saes.stepper import SAEStepper
 from flowsteer.sites import Site
 
 
@@ -25,8 +25,7 @@ def harvest(model, site: Site, tokens: int, **rounds_options) -> tuple[torch.Ten
     activations, order = ActivationRounds(model, [site], token_chunks(model.tokenizer, "train", 128),
                                           round_tokens=tokens, seed=0, **rounds_options)[0]
     eval_chunks = token_chunks(model.tokenizer, "eval", 128)[:128]
-    held = torch.cat([cache_sites(model, eval_chunks[i : i + 32], [site])[site][:, 1:].reshape(-1, model.cfg.d_model)
-                      for i in range(0, 128, 32)])
+    held = cache_sites(model, eval_chunks, [site], batch_size=32)[site][:, 1:].reshape(-1, model.cfg.d_model)
     return activations[0], order, held
 
 
@@ -50,31 +49,20 @@ def window_batches(n: int, batch: int, passes: int, window: int, seed: int = 1) 
                 yield shuffled[offset : offset + batch]
 
 
-def fit_topk(x: torch.Tensor, batches: Iterable[torch.Tensor], config: SAETrainingConfig, d_in: int, hook: str,
+def fit_topk(x: torch.Tensor, batches: Iterable[torch.Tensor], config: SAETrainingConfig, d_in: int, site: Site,
              aux: float = 1.0):
-    """Train one SAE on rows ``batches`` of ``x`` (scaled to E||x|| = sqrt(d_in)); the exported sae-lens SAE
-    and the seconds it took."""
-    scale = math.sqrt(d_in) / x.norm(dim=-1).mean()
-    sae = SparseTopK(d_in, config.d_sae, config.k, aux_coefficient=aux, generator=torch.Generator().manual_seed(0))
-    sae.init_from_data(x[: 64 * config.batch_size] * scale)
-    optimizer = torch.optim.Adam(sae.parameters(), lr=config.lr, fused=True)
-    since_fired = torch.zeros(config.d_sae, dtype=torch.long)
+    """Train one TopK SAE on rows ``batches`` of ``x`` with `SAEStepper`, the optimiser step of `train_saes` (inputs
+    scaled to E||x||^2 = d_in); the exported sae-lens SAE and the seconds it took."""
+    config = replace(config, architecture="topk", aux_coefficient=aux).resolved(x.device)
+    stepper = SAEStepper(config, [site], d_in, x.device)
+    rows = x[None].clone()  # [1 site, n, d], scaled in place
+    stepper.scale(rows, torch.arange(len(x)))
     start = time.time()
-    for step, rows in enumerate(batches):
-        if step >= config.total_steps:
+    for batch in batches:
+        if stepper.step >= config.total_steps:
             break
-        for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate(step)
-        loss, stats = sae.loss(x[rows] * scale, since_fired >= config.dead_window)
-        loss.backward()
-        since_fired += len(rows)
-        since_fired[stats["fired"]] = 0
-        sae.before_step()
-        optimizer.step()
-        optimizer.zero_grad()
-        sae.after_step()
-    seconds = time.time() - start
-    return sae.export(float(scale), SAEMetadata(hook_name=hook)), seconds
+        stepper.train_batch(rows[:, batch])
+    return stepper.export({})[site], time.time() - start
 
 
 def score(sae, held: torch.Tensor) -> dict[str, float]:

@@ -13,8 +13,9 @@ from transformer_lens import HookedTransformer
 
 from flowsteer.paths import cache_dir, write_json
 from flowsteer.saes.bank import SAEBank
+from flowsteer.saes.config import SAETrainingConfig
 from flowsteer.saes.metrics import evaluate_bank, metrics_markdown
-from flowsteer.saes.training import SAETrainingConfig, train_saes
+from flowsteer.saes.training import train_saes
 from flowsteer.sites import Site
 
 log = logging.getLogger(__name__)
