@@ -1,4 +1,5 @@
-"""The ``flowsteer`` command. Each subcommand lives in its own module with a ``register`` function."""
+"""The ``flowsteer`` command, thin: each subcommand lives in its own module with a ``register`` function that
+parses, calls the library and prints."""
 
 from __future__ import annotations
 

@@ -167,8 +167,8 @@ def pick_seed(
         if site not in backward:
             raise ValueError(f"{site} is not a residual site of this bank")
         scores = layer_scores(saes, site)
-        thresholds = rule.thresholds(saes, site, scores)
-        modules = sum((scores.score(k) >= thresholds[k]).long() for k in ("mlp", "att") if k in scores.matches)
+        high = rule.thresholds(saes, site, scores)
+        modules = sum((scores.score(k) >= high[k]).long() for k in ("mlp", "att") if k in scores.matches)
         tie = scores.score("res") if "res" in scores.matches else torch.zeros(len(scores.rows))
         value = backward[site] + forward[site] + modules + 0.5 * tie
         best = value.topk(min(4 * candidates, len(value)))  # spares for candidates on one chain

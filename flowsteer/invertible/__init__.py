@@ -2,7 +2,8 @@
 
 - Bijections (`Bijection`: forward, inverse, log-det): `Identity`, `ActNorm`, `Orthogonal`,
   `IResBlock`, `AffineCoupling`, `Permutation`, chained by `Composition`; factories `identity_map`,
-  `orthogonal_map`, `iresnet_map`, `coupling_flow`.
+  `orthogonal_map`, `iresnet_map`, `coupling_flow`, and those started at a linear direction (`das_map`,
+  `aligned_iresnet_map`). Refusal bypass builds its maps here.
 - `InvertibleIntervention`: ``h' = f⁻¹((1 - m)⊙f(h) + m⊙z*)`` as a patching-API intervention, with
   latent targets (`SourceLatent`, `Shift`, `FixedLatent`) and masks (`CoordinateMask`, `SoftMask`).
 - Training through the frozen model: `train_intervention` (interchange / metric loss, hinge loss on

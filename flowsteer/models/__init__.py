@@ -1,4 +1,7 @@
-"""Models: the embedded default, any TransformerLens model, and a tiny random one for tests."""
+"""Models: loading the embedded default, registered names (the refusal organism), local Hugging Face folders and any
+TransformerLens model; the decode fast path and forward layouts; chat templates and post-instruction positions; the
+compute precision per device (`precision`); a tiny random model for tests. The only package that reaches into
+TransformerLens internals."""
 
 from flowsteer.models.chat import chat_prompt, chat_prompts, post_instruction_positions
 from flowsteer.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, EmbeddedModel, ModelPackageMissing

@@ -1,7 +1,8 @@
 """Steering by SAE features (Feature Flow, arXiv 2502.03032, §4-5 and App. B): add, rescale or clamp
 features at one site or along a flow graph, choose features for a theme, and score the result
-locally. Every edit is a `flowsteer.patching.Patch`. Per-layer vectors go out to and come in from
-llama.cpp control vectors and steering-vectors-style safetensors (`vector_files`). See docs/steering.md."""
+locally. Every edit is a `flowsteer.patching.Patch`. Also: contrast directions from two prompt sets
+(difference in means, ActAdd, directional ablation; `contrast`) for any behaviour, and vector files (single
+vectors, llama.cpp control vectors, steering-vectors-style safetensors; `vector_files`). See docs/steering.md."""
 
 from flowsteer.steering.compare import SteeringComparison, compare_steering
 from flowsteer.steering.contrast import DiffInMeans, ablation_patches, actadd_patches, diff_in_means
