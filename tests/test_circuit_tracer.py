@@ -14,6 +14,7 @@ import pytest
 
 from flowsteer.cli import main
 from flowsteer.flow.build import build_flow_graph
+from flowsteer.flow.classes import FixedThresholds
 from flowsteer.flow.exports import FEATURE_TYPES
 from flowsteer.flow.graph import FlowGraph
 from tests.flow_synthetic import planted_chain_bank, save_bank
@@ -28,7 +29,7 @@ LABELS = {"3/res/5": "seed <label>", "2/res/7": "before", "3/mlp/11": "mlp match
 @pytest.fixture(scope="module")
 def flow():
     bank = planted_chain_bank()[0]
-    return build_flow_graph(bank, "3/res/5", labels=LABELS, module_threshold=0.05)
+    return build_flow_graph(bank, "3/res/5", labels=LABELS, thresholds=FixedThresholds(module=0.05))
 
 
 def validate(data: dict) -> None:

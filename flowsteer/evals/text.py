@@ -31,7 +31,7 @@ def continuation_nll(
         raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
     counts = torch.tensor([len(c) for c in continuations], dtype=torch.long)
     nll = torch.zeros(len(prompts))
-    if int(counts.max(initial=0)) == 0:
+    if len(counts) == 0 or int(counts.max()) == 0:
         return nll, counts
     rows = [torch.cat([p, torch.as_tensor(list(c), dtype=torch.long)])
             for p, c in zip(tokenize(model, list(prompts)), continuations, strict=True)]
