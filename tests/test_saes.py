@@ -310,8 +310,11 @@ def test_passes_reuse_each_round_with_a_fresh_shuffle(tiny, chunks, bank):
 def test_training_from_cached_activations_equals_training_from_the_model(tiny, chunks, bank):
     from flowsteer.saes.activations import ActivationRounds
 
-    rounds = ActivationRounds(tiny, sorted(map(Site.parse, SITES)), chunks,
-                              round_tokens=CONFIG.round_tokens, lm_batch=CONFIG.lm_batch, seed=CONFIG.seed)
+    from flowsteer.saes.training import _autocast_dtype
+
+    harvest_dtype = _autocast_dtype(CONFIG.resolved(tiny.cfg.device).harvest_dtype)  # as train_saes harvests
+    rounds = ActivationRounds(tiny, sorted(map(Site.parse, SITES)), chunks, round_tokens=CONFIG.round_tokens,
+                              lm_batch=CONFIG.lm_batch, seed=CONFIG.seed, autocast_dtype=harvest_dtype)
     harvested = [rounds[r] for r in range(4)]  # the 4 rounds of CONFIG's 32 steps, no sinks in the tiny model
     assert all(order.numel() == acts.shape[1] for acts, order in harvested)
     stacked = torch.cat([acts for acts, _ in harvested], dim=1)
