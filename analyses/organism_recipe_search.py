@@ -34,7 +34,10 @@ from flowsteer.refusal.organism.build import (
 )
 
 RESULTS = Path(__file__).parent / "results" / "organism_recipe_search.json"
-CANDIDATES = [dict(learning_rate=lr, epochs=epochs) for lr in (2e-4, 5e-4, 1e-3) for epochs in (1, 2)]
+# lr 2e-4 x 1 epoch, tried first (an interrupted run), refused 75% of harmful and 12.5% of harmless val prompts:
+# too weak. The candidates train more.
+CANDIDATES = [dict(learning_rate=5e-4, epochs=1), dict(learning_rate=1e-3, epochs=1),
+              dict(learning_rate=1e-3, epochs=2)]
 
 
 def margin(row: dict, base_ce: float, split: str) -> float:
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(2)
     base = load_model(DEFAULT_MODEL, device="cpu")
     started = time.perf_counter()
-    examples, data = training_examples(base, DEFAULT_RECIPE)
+    examples, data = training_examples(base, DEFAULT_RECIPE, progress=False)
     print(f"targets: {len(examples)} examples in {time.perf_counter() - started:.0f} s", flush=True)
     base_rows = {split: summarise(evaluate_refusal_model(base, splits=(split,))) for split in ("val", "test")}
     del base
