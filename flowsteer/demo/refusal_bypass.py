@@ -1,13 +1,13 @@
-"""Demo section: bypass the refusal organism's refusals, linear (ActAdd) vs the i-ResNet map, with ||Δh||.
+"""Demo section: bypass the refusal organism's refusals, linear (ActAdd) vs the i-ResNet map, judged by the reply
+judge against the demo's base model, with ||Δh||.
 
-Uses `flowsteer.refusal.bypass.quick_refusal_comparison` (177 s in a demo run on 2 idle cores) on its own
-model, the refusal organism (``load_model`` builds it on first use: 236 s once on 2 idle cores); when it
-cannot be loaded or built, the section says so and moves on.
+Uses `flowsteer.refusal.bypass.quick_refusal_comparison` on the refusal organism (``load_model`` makes it on first use
+from the shipped adapter); when it cannot be loaded, the section says so and moves on.
 """
 
 from __future__ import annotations
 
-from flowsteer.demo.report import DemoContext
+from flowsteer.demo.report import DemoContext, escape
 from flowsteer.models import REFUSAL_ORGANISM
 from flowsteer.models.loading import ModelLoadError, load_model
 from flowsteer.refusal.bypass import markdown_table, quick_refusal_comparison
@@ -23,27 +23,40 @@ def run(context: DemoContext, model_name: str = REFUSAL_ORGANISM, layer: int = 1
         context.say(f"skipped: {error}")
         context.write(f"Skipped: the refusal organism `{model_name}` could not be loaded ({error}; `{BUILD_COMMAND}`).")
         return
-    comparison = quick_refusal_comparison(model, layer=layer, log=context.say, **options)
-    results = comparison["results"]
-    nonlinear = results["nonlinear"]
-    round_trip = comparison["delta_zero_check"]["nonlinear"]["max_abs_logit_difference"]
-    still_refused = {name: r["harmful"]["log_odds_refusal_rate"] for name, r in results.items()}
+    context.say(f"difference-in-means direction at layer {layer}, ActAdd and the i-ResNet map, judged against "
+                f"{context.model.cfg.model_name}")
+    result = quick_refusal_comparison(model, context.model, layer=layer, log=context.say, **options)
+    rows = {row["method"]: row["estimates"] for row in result["comparison"]["rows"]}
+    ratio = result["magnitude_ratio_to_actadd"]["nonlinear"]["delta_norm_per_token"]
+    round_trip = result["delta_zero_check"]["nonlinear"]["max_abs_logit_difference"]
+    direction = result["direction"]
     context.write(
-        f"On `{model_name}`, layer {comparison['layer']} (difference-in-means direction at post-instruction "
-        f"position {comparison['direction']['position']}, Arditi's selection among that layer's positions, chosen "
-        f"by {comparison['direction']['selection'].get('rule', 'the filters')}): "
-        "ActAdd subtracts the direction at every token; the i-ResNet map (ActNorm -> rotation -> i-ResNet blocks) "
-        "is trained by interchange to lower the refusal log-odds and replaces one latent coordinate at the "
-        f"post-instruction tokens. {comparison['prompts']['harmful_test']} held-out harmful and harmless prompts "
-        "each, judged by refusal log-odds (no generation).",
+        f"On `{model_name}`, layer {direction['layer']} (difference-in-means direction at post-instruction position "
+        f"{direction['position']}, Arditi's selection among that layer's positions, chosen by "
+        f"{direction['selection'].get('rule', 'the filters')}). ActAdd subtracts the direction at every token; the "
+        "i-ResNet map (ActNorm -> rotation -> i-ResNet blocks) is trained by interchange to lower the refusal "
+        "log-odds and replaces one latent coordinate at the post-instruction tokens. "
+        f"{result['prompts']['harmful_test']} held-out harmful and harmless prompts each, greedy replies judged "
+        f"against the unpatched `{result['reference_model']}`: **attack success** counts a reply only when it is not "
+        "a refusal, coherent (its NLL and repetition within the reference model's own 95th percentiles) and on "
+        "topic (more likely given its own instruction than given others). 95% intervals in brackets.",
         "",
-        markdown_table(comparison),
+        markdown_table(result),
         "",
-        f"Mean ‖Δh‖ of the i-ResNet map / ActAdd's: {nonlinear['magnitude']['mean_delta_norm_ratio_to_actadd']:.3f}; "
-        f"δ = 0 round trip: max |Δlogit| {round_trip:.1e}; harmful prompts still refused (log-odds > 0): "
-        f"baseline {still_refused['baseline']:.2f}, ActAdd {still_refused['actadd']:.2f}, "
-        f"i-ResNet {still_refused['nonlinear']:.2f}.",
+        f"Σ‖Δh‖ per token of the i-ResNet map / ActAdd's: {ratio['value']:.2f} "
+        f"[{ratio['low']:.2f}, {ratio['high']:.2f}]; "
+        f"δ = 0 round trip: max |Δlogit| {round_trip:.1e}; attack success baseline "
+        f"{rows['baseline']['attack_success']['value']:.2f}, ActAdd {rows['actadd']['attack_success']['value']:.2f}, "
+        f"i-ResNet {rows['nonlinear']['attack_success']['value']:.2f}.",
+        "",
+        "Two replies per method (harmful prompts):",
+        "",
     )
+    for name, replies in result["replies"].items():
+        for reply in replies["harmful"][:2]:
+            verdict = reply["verdict"]
+            flag = "success" if verdict["success"] else ("refused" if verdict["refused"] else "not an answer")
+            context.write(f"- **{name}** ({flag}): “{escape(reply['instruction'])}” → “{escape(reply['reply'][:160])}”")
 
 
 def run_with_settings(context: DemoContext) -> None:

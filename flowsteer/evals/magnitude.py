@@ -77,3 +77,25 @@ def intervention_magnitude(log: EffectLog, n_layers: int, rtol: float = 1e-6) ->
             for kind in kinds
         },
     }
+
+
+def _aligned(log: EffectLog) -> int:
+    counts = {effect.delta.numel() for effect in log.effects}
+    if not log.effects or len(counts) != 1:
+        raise ValueError("the EffectLog must hold patches that saw the same tokens (one patched call)")
+    return counts.pop()
+
+
+def per_token_delta_norms(log: EffectLog) -> torch.Tensor:
+    """Σ over the recorded patches of ‖Δh‖, for each token seen: the size of the intervention a token receives
+    (zero where no patch changed it)."""
+    total = torch.zeros(_aligned(log))
+    for effect in log.effects:
+        total += effect.delta
+    return total
+
+
+def per_edit_delta_norms(log: EffectLog, rtol: float = 1e-6) -> torch.Tensor:
+    """‖Δh‖ of every (site, token) edit that changed the activation (more than ``rtol``·‖h‖)."""
+    _aligned(log)
+    return torch.cat([effect.delta[effect.changed(rtol)] for effect in log.effects])

@@ -10,8 +10,9 @@ a baseline row, intervals on every figure.
 4. Every figure carries a 95% interval (`flowsteer.evals.intervals`: Wilson for rates, bootstrap for means);
    where a method's interval overlaps the baseline's on the headline metric, the table says "no difference".
 
-A method is a function ``run(setting, split, seed) -> {metric: per-sample values}``; the protocol never sees
-prompts, so whatever scores the outputs must have been fitted on data disjoint from both splits.
+A method is a function ``run(setting, split, seed) -> {metric: per-sample values}`` (flags become rates, numbers
+means; other values, such as reply texts, are kept on the row unestimated); the protocol never sees prompts, so
+whatever scores the outputs must have been fitted on data disjoint from both splits.
 """
 
 from __future__ import annotations
@@ -73,8 +74,17 @@ def estimate(values: Sequence[float] | Sequence[bool]) -> Estimate:
     return mean([float(v) for v in values])
 
 
+def _numeric(values) -> bool:
+    """Per-sample numbers or flags (estimated); anything else (texts, records) is carried along unestimated."""
+    return bool(len(values)) and all(isinstance(v, bool | int | float) for v in values)
+
+
+def _estimates(samples: Samples) -> dict[str, Estimate]:
+    return {name: estimate(values) for name, values in samples.items() if _numeric(values)}
+
+
 def _means(samples: Samples) -> dict[str, float]:
-    return {name: float(sum(map(float, values)) / len(values)) for name, values in samples.items() if len(values)}
+    return {name: float(sum(map(float, values)) / len(values)) for name, values in samples.items() if _numeric(values)}
 
 
 @dataclass
@@ -141,7 +151,7 @@ def compare(protocol: Protocol, baseline: Run, methods: Sequence[Method], log=No
     select_split, report_split = protocol.splits
     select_seed, report_seed = protocol.seeds
     base_samples = {k: list(v) for k, v in baseline({}, report_split, report_seed).items()}
-    base_row = Row("baseline", {}, 1, [], None, {k: estimate(v) for k, v in base_samples.items()}, base_samples)
+    base_row = Row("baseline", {}, 1, [], None, _estimates(base_samples), base_samples)
     rows = [base_row]
     for method in methods:
         settings = list(method.settings)
@@ -159,7 +169,7 @@ def compare(protocol: Protocol, baseline: Run, methods: Sequence[Method], log=No
                 log(f"{method.name} {dict(setting)} on {select_split}: {protocol.select} {means.get(protocol.select)}")
         chosen, met = _choose(protocol, selection)
         samples = {k: list(v) for k, v in method.run(chosen, report_split, report_seed).items()}
-        estimates = {k: estimate(v) for k, v in samples.items()}
+        estimates = _estimates(samples)
         rows.append(Row(method.name, chosen, len(settings), selection, met, estimates, samples,
                         _versus(protocol, estimates.get(protocol.select), base_row.estimates.get(protocol.select))))
     return Comparison(protocol, rows)

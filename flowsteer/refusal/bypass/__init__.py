@@ -4,26 +4,38 @@
 - `linear`: the Arditi-selected difference-in-means direction, ActAdd, directional ablation;
 - `trained`: DAS and the i-ResNet map trained by interchange, the i-ResNet shift, INNSteer (thin clients of
   `flowsteer.invertible`);
-- `evaluate`: one method on held-out prompts; `compare`: all of them, their table, and a quick demo version.
+- `evaluate`: one method's per-sample outcomes on a split, judged by the reply judge; `compare`: all of them under
+  the comparison protocol (equal budgets, selection on validation, one report on test, the baseline row), their
+  table, and a quick demo version.
 
 See docs/invertible.md.
 """
 
 from flowsteer.refusal.bypass.compare import (
     METHODS,
+    BypassSettings,
     compare_bypass,
     fit_method,
     markdown_table,
     quick_refusal_comparison,
 )
 from flowsteer.refusal.bypass.data import BypassPrompts, bypass_prompts, spread
-from flowsteer.refusal.bypass.evaluate import delta_zero_check, evaluate_steering, ratios_to
+from flowsteer.refusal.bypass.evaluate import BypassJudge, delta_zero_check, outcomes
 from flowsteer.refusal.bypass.linear import LinearDirection, Steering, actadd, directional_ablation, linear_direction
-from flowsteer.refusal.bypass.trained import fit_innsteer_bypass, fit_interchange, fit_shift, refusal_loss
+from flowsteer.refusal.bypass.trained import (
+    INNSteerFit,
+    fit_innsteer_bypass,
+    fit_interchange,
+    fit_shift,
+    refusal_loss,
+)
 
 __all__ = [
     "METHODS",
+    "BypassJudge",
     "BypassPrompts",
+    "BypassSettings",
+    "INNSteerFit",
     "LinearDirection",
     "Steering",
     "actadd",
@@ -31,15 +43,14 @@ __all__ = [
     "compare_bypass",
     "delta_zero_check",
     "directional_ablation",
-    "evaluate_steering",
     "fit_innsteer_bypass",
     "fit_interchange",
     "fit_method",
     "fit_shift",
     "linear_direction",
     "markdown_table",
+    "outcomes",
     "quick_refusal_comparison",
-    "ratios_to",
     "refusal_loss",
     "spread",
 ]

@@ -28,7 +28,8 @@ def spread(items: Sequence[T], n: int | None) -> list[T]:
 
 @dataclass
 class BypassPrompts:
-    """Chat-formatted training and validation prompts, and the held-out test instructions."""
+    """Chat-formatted training and validation prompts (fitting, early stopping, direction selection) and the
+    validation and test instructions every method is judged on (`items`)."""
 
     harmful_train: list[str]
     harmless_train: list[str]
@@ -36,6 +37,14 @@ class BypassPrompts:
     harmless_val: list[str]
     harmful_test: list[Instruction]
     harmless_test: list[Instruction]
+    harmful_val_items: list[Instruction]
+    harmless_val_items: list[Instruction]
+
+    def items(self, label: str, split: str) -> list[Instruction]:
+        """The ``label`` ("harmful" / "harmless") instructions of ``split`` ("val" / "test")."""
+        if label not in ("harmful", "harmless") or split not in ("val", "test"):
+            raise ValueError(f"items(label, split) takes harmful/harmless and val/test, got {label!r}, {split!r}")
+        return getattr(self, f"{label}_{split}" + ("_items" if split == "val" else ""))
 
     def sizes(self) -> dict[str, int]:
         return {name: len(value) for name, value in vars(self).items()}
@@ -50,14 +59,19 @@ def bypass_prompts(
 ) -> BypassPrompts:
     """The refusal data's train / val / test splits, each limited to ``n_*`` prompts per label."""
 
+    def items(label: str, split: str, n: int | None) -> list[Instruction]:
+        return spread(load_instructions(label, split), n)
+
     def prompts(label: str, split: str, n: int | None) -> list[str]:
-        return chat_prompts(model, [item.text for item in spread(load_instructions(label, split), n)])
+        return chat_prompts(model, [item.text for item in items(label, split, n)])
 
     return BypassPrompts(
         prompts("harmful", "train", n_train),
         prompts("harmless", "train", n_train),
         prompts("harmful", "val", n_val),
         prompts("harmless", "val", n_val),
-        spread(load_instructions("harmful", "test"), n_test),
-        spread(load_instructions("harmless", "test"), n_test),
+        items("harmful", "test", n_test),
+        items("harmless", "test", n_test),
+        items("harmful", "val", n_val),
+        items("harmless", "val", n_val),
     )

@@ -91,10 +91,11 @@ def linear_direction(
     return LinearDirection(means.direction(position, layer), layer, position, report)
 
 
-def actadd(direction: LinearDirection, layer: int | None = None) -> Steering:
-    """ActAdd ``h ← h - r`` at ``layer`` (default the direction's), every token."""
+def actadd(direction: LinearDirection, layer: int | None = None, strength: float = 1.0) -> Steering:
+    """ActAdd ``h ← h - strength·r`` at ``layer`` (default the direction's), every token."""
     layer = direction.layer if layer is None else layer
-    return Steering("actadd", actadd_patches(direction.direction, layer, -1.0), {"layer": layer, "coeff": -1.0})
+    patches = actadd_patches(direction.direction, layer, -strength)
+    return Steering("actadd", patches, {"layer": layer, "coeff": -strength})
 
 
 def directional_ablation(direction: LinearDirection, n_layers: int) -> Steering:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from flowsteer.evals import last_position_logits, next_token_kl
+from flowsteer.invertible.bijection import Bijection
 from flowsteer.invertible.innsteer import innsteer_intervention, train_innsteer
 from flowsteer.invertible.intervention import InvertibleIntervention, latent_delta
 from flowsteer.invertible.iresnet import IResBlock, inverse_reports
@@ -190,23 +190,37 @@ def fit_shift(
     return Steering("nonlinear_shift", [patch], details)
 
 
+@dataclass
+class INNSteerFit:
+    """A coupling flow fitted on harmless vs harmful activations and one latent translation per position; each
+    strength α is its own `Steering` (`at`), all sharing the flow."""
+
+    site: Site
+    flow: Bijection
+    shifts: list[tuple[int, Tensor]]
+    details: dict
+
+    def at(self, alpha: float) -> Steering:
+        """``h' = f⁻¹(f(h) + α·v_p)`` at each post-instruction position ``p``."""
+        patches = [Patch(self.site, innsteer_intervention(self.flow, delta, alpha), [p]) for p, delta in self.shifts]
+        return Steering("innsteer", patches, self.details | {"alpha": alpha})
+
+
 def fit_innsteer_bypass(
     model: HookedTransformer,
     prompts: BypassPrompts,
     direction: LinearDirection,
     *,
     layer: int | None = None,
-    alphas: Sequence[float] = (0.25, 0.5, 1.0, 1.5, 2.0),
     n_blocks: int = 4,
     hidden: int = 256,
     config: TrainConfig | None = None,
-    kl_limit: float = 0.1,
     seed: int = 0,
-) -> Steering:
-    """INNSteer at ``layer``'s resid_pre on the post-instruction positions: a coupling flow fitted on
-    harmless (positive) vs harmful (negative) rows of every position, one latent translation per position;
-    α is the smallest of ``alphas`` whose mean validation log-odds is below 0 with harmless KL below
-    ``kl_limit`` (else the one with the lowest log-odds)."""
+) -> INNSteerFit:
+    """INNSteer at ``layer``'s resid_pre on the post-instruction positions: a coupling flow
+    (`flowsteer.invertible.coupling_flow`) fitted on harmless (positive) vs harmful (negative) rows of every
+    position, with one latent translation per position. The strength α is left to the caller (`INNSteerFit.at`):
+    a comparison chooses it like any other setting."""
     layer = direction.layer if layer is None else layer
     site = Site(layer, "resid_pre").validate(model.cfg.n_layers)
     positions = post_instruction_positions(model)
@@ -216,32 +230,11 @@ def fit_innsteer_bypass(
     harmful_rows = collect_activations(model, prompts.harmful_train, site, positions)
     config = config or training_config(FLOW_TRAINING, seed=seed)
     result = train_innsteer(flow, harmless_rows, harmful_rows, config=config)
-    shifts = [  # one steering vector per position; each α below is a new intervention over the shared flow
+    shifts = [
         (p, latent_delta(flow, collect_activations(model, prompts.harmless_train, site, [p]),
                          collect_activations(model, prompts.harmful_train, site, [p])))
         for p in positions
     ]
-
-    def patches_at(alpha: float) -> list[Patch]:
-        return [Patch(site, innsteer_intervention(flow, delta, alpha), [p]) for p, delta in shifts]
-
-    ids = refusal_token_ids(model)
-    reference = last_position_logits(model, prompts.harmless_val)
-    sweep = []
-    for alpha in alphas:
-        patches = patches_at(alpha)
-        log_odds = refusal_log_odds(last_position_logits(model, prompts.harmful_val, patches), ids)
-        kl = next_token_kl(reference, last_position_logits(model, prompts.harmless_val, patches))
-        sweep.append(
-            {
-                "alpha": alpha,
-                "val_log_odds_mean": float(log_odds.mean()),
-                "val_log_odds_refusal_rate": float((log_odds > 0).float().mean()),
-                "val_kl_harmless": float(kl.mean()),
-            }
-        )
-    good = [row for row in sweep if row["val_log_odds_mean"] < 0 and row["val_kl_harmless"] < kl_limit]
-    chosen = good[0] if good else min(sweep, key=lambda row: row["val_log_odds_mean"])
     details = {
         "site": str(site),
         "positions": positions,
@@ -250,12 +243,9 @@ def fit_innsteer_bypass(
         "initial_val_loss": result.history.initial_val,
         "best_val_loss": result.history.best_val,
         "val_accuracy_latent_classifier": result.val_accuracy,
-        "alpha_sweep": sweep,
-        "alpha": chosen["alpha"],
-        "alpha_rule": f"smallest alpha with val log-odds < 0 and KL < {kl_limit}" if good else "lowest val log-odds",
         "fit_seconds": time.perf_counter() - start,
     }
-    return Steering("innsteer_coupling", patches_at(chosen["alpha"]), details)
+    return INNSteerFit(site, flow, shifts, details)
 
 
 def inverse_residuals(steering: Steering) -> list[float]:
