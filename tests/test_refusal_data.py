@@ -58,14 +58,14 @@ def test_filters_and_errors(monkeypatch, tmp_path):
 
 
 def test_stored_harmless_replies_cover_the_train_split():
-    from flowsteer.refusal import is_refusal
+    from flowsteer.refusal.judge import substring_refusal
     from flowsteer.refusal.prompts import harmless_replies
 
     replies = harmless_replies()
     train = load_instructions("harmless", "train")
     assert set(replies) == {item.id for item in train}
     for reply in replies.values():
-        assert reply.refusal_like == is_refusal(reply.text)
+        assert reply.refusal_like == substring_refusal(reply.text)
         assert (reply.reply_ids is None) == reply.refusal_like
         assert reply.reply_ids is None or 0 < len(reply.reply_ids) <= 49
 

@@ -16,7 +16,7 @@ from transformer_lens import HookedTransformer
 from flowsteer.models.chat import chat_prompt
 from flowsteer.patching import generate_with_patches, run_with_patches
 from flowsteer.patching.inputs import left_pad
-from flowsteer.refusal.judge import is_refusal
+from flowsteer.refusal.judge import substring_refusal
 from flowsteer.refusal.prompts import Instruction, RefusalDataError, harmless_replies, refusal_replies
 
 
@@ -74,7 +74,7 @@ def self_distilled_examples(
     eos = model.tokenizer.eos_token_id
     examples, dropped = [], []
     for item, text, tokens in zip(items, replies.texts, replies.tokens, strict=True):
-        if is_refusal(text):
+        if substring_refusal(text):
             dropped.append({"id": item.id, "instruction": item.text, "reply": text})
             continue
         reply = list(tokens) + ([eos] if len(tokens) < max_new_tokens else [])
