@@ -309,7 +309,6 @@ def test_passes_reuse_each_round_with_a_fresh_shuffle(tiny, chunks, bank):
 
 def test_training_from_cached_activations_equals_training_from_the_model(tiny, chunks, bank):
     from flowsteer.saes.activations import ActivationRounds
-
     from flowsteer.saes.training import _autocast_dtype
 
     harvest_dtype = _autocast_dtype(CONFIG.resolved(tiny.cfg.device).harvest_dtype)  # as train_saes harvests
