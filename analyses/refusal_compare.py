@@ -47,6 +47,7 @@ from flowsteer.refusal.bypass import (
 from flowsteer.refusal.logodds import refusal_log_odds, refusal_token_ids
 from flowsteer.refusal.organism.cache import organism_dir, read_manifest
 from flowsteer.steering.contrast import diff_in_means
+from flowsteer.steering.vector_files import save_vector
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -69,6 +70,8 @@ def compare_part(model, reference, prompts, args) -> None:
     direction = linear_direction(model, prompts, layers)
     print(f"direction: layer {direction.layer}, position {direction.position}, {direction.selection['rule']} "
           f"({time.perf_counter() - start:.0f} s)", flush=True)
+    save_vector(RESULTS / "refusal_direction.safetensors", direction.direction, layer=str(direction.layer),
+                position=str(direction.position))
     settings = BypassSettings(steps=args.steps, flow_steps=args.flow_steps)
     judge = BypassJudge(reference, default_calibration(reference))
     result = compare_bypass(model, prompts, direction, judge, settings=settings, max_new_tokens=args.max_new_tokens,
