@@ -7,11 +7,12 @@ from the shipped adapter); when it cannot be loaded, the section says so and mov
 
 from __future__ import annotations
 
+from flowsteer.demo.memo import memoized
 from flowsteer.demo.report import DemoContext, escape
 from flowsteer.models import REFUSAL_ORGANISM
 from flowsteer.models.loading import ModelLoadError, load_model
 from flowsteer.refusal.bypass import markdown_table, quick_refusal_comparison
-from flowsteer.refusal.organism.cache import BUILD_COMMAND
+from flowsteer.refusal.organism.cache import BUILD_COMMAND, organism_dir, read_manifest
 
 
 def run(context: DemoContext, model_name: str = REFUSAL_ORGANISM, layer: int = 12, **options) -> None:
@@ -25,7 +26,10 @@ def run(context: DemoContext, model_name: str = REFUSAL_ORGANISM, layer: int = 1
         return
     context.say(f"difference-in-means direction at layer {layer}, ActAdd and the i-ResNet map, judged against "
                 f"{context.model.cfg.model_name}")
-    result = quick_refusal_comparison(model, context.model, layer=layer, log=context.say, **options)
+    key = {"model": model_name, "build": _build(model_name), "reference": str(context.model.cfg.model_name),
+           "layer": layer, "options": options}
+    result = memoized("refusal-comparison", key, lambda: quick_refusal_comparison(
+        model, context.model, layer=layer, log=context.say, **options), say=context.say)
     rows = {row["method"]: row["estimates"] for row in result["comparison"]["rows"]}
     ratio = result["magnitude_ratio_to_actadd"]["nonlinear"]["delta_norm_per_token"]
     round_trip = result["delta_zero_check"]["nonlinear"]["max_abs_logit_difference"]
@@ -57,6 +61,14 @@ def run(context: DemoContext, model_name: str = REFUSAL_ORGANISM, layer: int = 1
             verdict = reply["verdict"]
             flag = "success" if verdict["success"] else ("refused" if verdict["refused"] else "not an answer")
             context.write(f"- **{name}** ({flag}): “{escape(reply['instruction'])}” → “{escape(reply['reply'][:160])}”")
+
+
+def _build(model_name: str) -> str:
+    """Which build of the model ran: the organism's adapter sha256, else the name."""
+    if model_name != REFUSAL_ORGANISM:
+        return model_name
+    manifest = read_manifest(organism_dir())
+    return manifest.get("adapter", {}).get("sha256") or manifest.get("created", "")
 
 
 def run_with_settings(context: DemoContext) -> None:
