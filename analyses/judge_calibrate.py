@@ -16,9 +16,8 @@ import time
 import torch
 
 from flowsteer import load_model
-from flowsteer.evals.judge import SHIPPED, JudgeCalibration, calibration_replies
+from flowsteer.evals.judge import SHIPPED, JudgeCalibration, calibration_instructions, calibration_replies
 from flowsteer.models import DEFAULT_MODEL
-from flowsteer.refusal.prompts import instructions
 from flowsteer.resources import data_dir
 
 
@@ -26,7 +25,7 @@ def main() -> None:
     torch.set_num_threads(2)
     model = load_model(DEFAULT_MODEL, device="cpu")
     start = time.perf_counter()
-    pairs = calibration_replies(model, instructions("harmless", "train"))
+    pairs = calibration_replies(model, calibration_instructions())
     generated = time.perf_counter() - start
     calibration = JudgeCalibration.fit(model, *pairs)
     path = data_dir() / SHIPPED / f"{DEFAULT_MODEL}.json"

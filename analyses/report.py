@@ -138,24 +138,39 @@ def transition(results: Results) -> Finding:
 
 def bypass(results: Results) -> dict | None:
     data = results("refusal_compare")
-    return data if data and data.get("results") else None
+    return data if data and data.get("comparison") else None
+
+
+def bypass_rows(data: dict) -> dict[str, dict]:
+    return {row["method"]: row for row in data["comparison"]["rows"]}
+
+
+def interval(estimate: dict | None, digits: int = 2) -> str:
+    if not estimate or estimate.get("value") is None:
+        return "—"
+    return f"{estimate['value']:.{digits}f} [{estimate['low']:.{digits}f}, {estimate['high']:.{digits}f}]"
+
+
+def protocol_note(data: dict) -> str:
+    p = data["comparison"]["protocol"]
+    return (f"`{data['model']}`, layer {data['direction']['layer']}; settings budget {p['budget']} chosen on "
+            f"{p['splits'][0]} by {p['select']}, reported once on {p['splits'][1]} ({data['prompts']}); replies "
+            f"judged against `{data['reference_model']}` by the reply judge; 95% intervals; `refusal_compare.json`")
 
 
 def attack_success(methods: tuple[str, ...]) -> Callable[[Results], Finding]:
     def measure(results: Results) -> Finding:
         data = bypass(results)
         if data is None:
-            return missing("refusal_compare.py")
-        values = []
-        for name in methods:
-            harmful = data["results"].get(name, {}).get("harmful", {})
-            rate = harmful.get("refusal_rate")
-            values.append("—" if rate is None else f"{1 - rate:.2f}")
-        carried = "yes" if values[0] != "—" and all(v != "—" for v in values) and float(values[0]) < 0.5 and all(
-            float(v) > 0.5 for v in values[1:]) else "no"
-        return Finding(" / ".join(values), carried,
-                       f"`{data['model']}`, layer {data['layer']}, {data['prompts'].get('harmful_test')} held-out "
-                       "harmful prompts, substring judge on greedy replies; `refusal_compare.json`")
+            return missing("refusal_compare.py --part compare")
+        rows = bypass_rows(data)
+        found = [rows.get(name, {}).get("estimates", {}).get("attack_success") for name in methods]
+        shown = " / ".join(interval(e) for e in found)
+        if None in found:
+            return Finding(shown, "not measured", protocol_note(data))
+        base, *others = found
+        carried = "yes" if base["high"] < 0.5 and all(e["low"] > 0.5 for e in others) else "no"
+        return Finding(shown, carried, protocol_note(data))
 
     return measure
 
@@ -163,77 +178,82 @@ def attack_success(methods: tuple[str, ...]) -> Callable[[Results], Finding]:
 def bypass_ce(results: Results) -> Finding:
     data = bypass(results)
     if data is None:
-        return missing("refusal_compare.py")
-    values = [data["results"].get(name, {}).get("cross_entropy_paragraphs") for name in
-              ("baseline", "directional_ablation", "actadd")]
-    ordered = None not in values and values[0] <= values[1] <= values[2]
-    return Finding(" / ".join(num(v, 3) for v in values), "yes" if ordered else "partly",
+        return missing("refusal_compare.py --part compare")
+    rows = bypass_rows(data)
+    found = [rows.get(name, {}).get("estimates", {}).get("ce_paragraphs") for name in
+             ("baseline", "directional_ablation", "actadd")]
+    ordered = None not in found and found[0]["value"] <= found[1]["value"] <= found[2]["value"]
+    return Finding(" / ".join(interval(e, 3) for e in found), "yes" if ordered else "partly",
                    "CE (nats/token) on held-out harmless paragraphs; `refusal_compare.json`")
 
 
 def selection(results: Results) -> Finding:
     data = bypass(results)
     if data is None:
-        return missing("refusal_compare.py")
+        return missing("refusal_compare.py --part compare")
     chosen = data["direction"]
     report = chosen.get("selection") or {}
-    rule = report.get("rule", "fallback: lowest bypass score" if report.get("fallback") else "Arditi's filters")
-    scored = report.get("layers_scored") or []
-    discarded = report.get("discarded_by") or {}
-    counts = ", ".join(f"{name} {n}" for name, n in discarded.items() if n)
+    rule = report.get("rule", "Arditi's filters")
     return Finding(f"layer {chosen['layer']}, position {chosen['position']}, chosen by {rule}",
                    "yes" if rule == "Arditi's filters" else "no",
-                   f"filters KL ≤ 0.1, induce ≥ 0, layers < 0.8·n_layers over every post-instruction position of "
-                   f"layers {min(scored, default='?')}-{max(scored, default='?')}"
-                   + ("; no candidate passes the strict thresholds" if report.get("fallback") else "")
-                   + (f"; discarded at the chosen thresholds: {counts}" if counts else "") + "; `refusal_compare.json`")
+                   "filters KL ≤ 0.1, induce ≥ 0, layers < 0.8·n_layers; `refusal_compare.json`")
+
+
+LINEAR = ("actadd", "directional_ablation", "das")
+NONLINEAR = ("nonlinear", "nonlinear_shift", "innsteer")
 
 
 def nonlinear_vs_linear(results: Results) -> Finding:
     data = bypass(results)
     if data is None:
-        return missing("refusal_compare.py")
-    rates = {name: 1 - r["harmful"]["refusal_rate"] for name, r in data["results"].items()
-             if r["harmful"].get("refusal_rate") is not None}
-    linear = {k: v for k, v in rates.items() if k in ("actadd", "directional_ablation", "das")}
-    nonlinear = {k: v for k, v in rates.items() if k in ("nonlinear", "nonlinear_shift", "innsteer")}
+        return missing("refusal_compare.py --part compare")
+    rows = bypass_rows(data)
+    success = {name: row["estimates"]["attack_success"] for name, row in rows.items()
+               if "attack_success" in row.get("estimates", {})}
+    linear = {k: v for k, v in success.items() if k in LINEAR}
+    nonlinear = {k: v for k, v in success.items() if k in NONLINEAR}
     if not linear or not nonlinear:
         return Finding("—", "not measured", "methods missing in `refusal_compare.json`")
-    best_linear, best_nonlinear = max(linear, key=linear.get), max(nonlinear, key=nonlinear.get)
-    fractions = {k: data["results"][k].get("magnitude", {}).get("fraction_changed") for k in (best_linear,
-                                                                                          best_nonlinear)}
-    comparable = rates[best_nonlinear] >= rates[best_linear] - 0.1
-    fewer = None not in fractions.values() and fractions[best_nonlinear] < 0.5 * fractions[best_linear]
-    return Finding(f"bypass {best_nonlinear} {rates[best_nonlinear]:.2f} vs {best_linear} {rates[best_linear]:.2f}; "
-                   f"locations changed {num(fractions[best_nonlinear], 3)} vs {num(fractions[best_linear], 3)}",
-                   ("yes" if fewer else "partly: not fewer locations") if comparable else "no",
-                   "judge on held-out harmful prompts; `refusal_compare.json`")
+    best_linear = max(linear, key=lambda k: linear[k]["value"])
+    best_nonlinear = max(nonlinear, key=lambda k: nonlinear[k]["value"])
+    a, b = nonlinear[best_nonlinear], linear[best_linear]
+    overlap = a["low"] <= b["high"] and b["low"] <= a["high"]
+    carried = "yes (no difference)" if overlap else ("yes" if a["value"] > b["value"] else "no")
+    return Finding(f"attack success {best_nonlinear} {interval(a)} vs {best_linear} {interval(b)}", carried,
+                   protocol_note(data))
 
 
 def magnitude_ratio(results: Results) -> Finding:
     data = bypass(results)
     if data is None:
-        return missing("refusal_compare.py")
-    ratios = {name: r.get("magnitude", {}).get("mean_delta_norm_ratio_to_actadd") for name, r in data["results"].items()
-              if name in ("nonlinear", "nonlinear_shift", "innsteer", "das", "directional_ablation")}
-    shown = ", ".join(f"{name} {num(value, 3)}" for name, value in ratios.items() if value is not None)
-    smallest = min((v for v in ratios.values() if v is not None), default=None)
-    return Finding(f"mean ‖Δh‖ / ActAdd's: {shown}", "—" if smallest is None else ("yes" if smallest <= 0.01 else "no"),
-                   "mean over patched (layer, token) locations; `refusal_compare.json`")
+        return missing("refusal_compare.py --part compare")
+    ratios = data.get("magnitude_ratio_to_actadd", {})
+    per_token = {name: r["delta_norm_per_token"] for name, r in ratios.items() if "delta_norm_per_token" in r}
+    shown = "; ".join(f"{name} {interval(e, 3)} (per edit {interval(ratios[name].get('delta_norm_per_edit'), 3)})"
+                      for name, e in per_token.items())
+    trained = [e for name, e in per_token.items() if name in NONLINEAR]
+    carried = "not measured" if not trained else ("yes" if all(e["high"] <= 0.01 for e in trained) else "no")
+    return Finding(f"Σ‖Δh‖ per token ÷ ActAdd's: {shown or '—'}", carried,
+                   "headline: ‖Δh‖ summed over edited sites per token, averaged over tokens; bootstrap ratio of "
+                   "means with 95% interval; `refusal_compare.json`")
 
 
 def best_layer(results: Results) -> Finding:
     data = results("refusal_layer_sweep")
-    if not data or not data.get("rows"):
+    if not data or not data.get("best_layer"):
         return missing("refusal_compare.py --part sweep")
-    rows = data["rows"]
-
-    def bypassed(row: dict) -> float:
-        return -row["results"]["nonlinear"]["harmful"]["log_odds_mean"] if "results" in row else float("nan")
-
-    best = max(rows, key=bypassed)
-    return Finding(f"lowest refusal log-odds at layer {best['layer']} of {sorted(r['layer'] for r in rows)}",
-                   "yes" if 0.25 <= best["layer"] / 30 <= 0.75 else "no", "`refusal_layer_sweep.json`")
+    layers = data["layers"]
+    n = len(layers)
+    parts = []
+    for method, layer in data["best_layer"].items():
+        row = next(r for r in data["rows"] if r["layer"] == layer)
+        edge = " (at the edge of the sweep)" if data["best_at_edge"][method] else ""
+        parts.append(f"{method}: layer {layer} of {layers[0]}-{layers[-1]}{edge}, refusal "
+                     f"{interval(row[method]['log_odds_refusal'])}, KL {interval(row[method]['kl_harmless'])}")
+    middle = all(0.25 <= layer / n <= 0.75 for layer in data["best_layer"].values())
+    return Finding("; ".join(parts), "yes" if middle else "no",
+                   "every layer; refusal by log-odds on test prompts, KL on harmless test prompts (per-layer values "
+                   "in `refusal_layer_sweep.json` / `.md`)")
 
 
 def innsteer(results: Results) -> Finding:

@@ -17,7 +17,7 @@ a mean NLL of 0.69 nats/token, sampled ones 2.42, a fluent off-topic paragraph 2
 repetition bounds are the ``quantile`` (95th percentile) of those replies, the PMI bound the ``quantile`` of a
 shuffled baseline (a reply's PMI under an unrelated instruction against other unrelated ones), so an unrelated reply
 passes about 5% of the time. `default_calibration` loads the one shipped for the model (``data/judge/``), else a
-cached one, else fits it (minutes) and caches it.
+cached one, else fits it on the model's own replies (minutes) and caches it.
 """
 
 from __future__ import annotations
@@ -141,7 +141,8 @@ def _pmi(model, instructions, replies, pool, k, batch_size, exclude=None) -> np.
     pairs = [(other, reply) for inst, reply, ex in zip(instructions, replies, exclude, strict=True)
              for other in _others(pool, reply, inst, k, ex)]
     other = _mean_nll(model, [p for p, _ in pairs], [r for _, r in pairs], batch_size).reshape(len(replies), k)
-    return other.mean(1) - own
+    with np.errstate(invalid="ignore"):  # an empty reply: inf - inf, NaN (its verdict says tokens = 0)
+        return other.mean(1) - own
 
 
 def calibration_replies(
@@ -157,12 +158,26 @@ def calibration_replies(
 
 
 SHIPPED = "judge"  # data/judge/<model>.json: calibrations that ship with flowsteer
-DEFAULT_POOL_MODEL = "smollm2-135m-instruct"  # its calibration's pool (harmless instructions) seeds new models'
+
+
+QUICK_CALIBRATION = 96  # instructions a calibration fitted on first use takes (192 replies; a shipped one takes all)
+
+
+def calibration_instructions(limit: int | None = None) -> list[str]:
+    """The instructions calibrations are fitted on: the refusal data's harmless *training* requests (no validation
+    or test prompt, so a judge never saw what it scores); ``limit`` takes that many, evenly spread over them."""
+    from flowsteer.refusal.prompts import instructions
+
+    pool = instructions("harmless", "train")
+    if limit is None or limit >= len(pool):
+        return pool
+    return [pool[i * len(pool) // limit] for i in range(limit)]
 
 
 def default_calibration(reference_model: HookedTransformer) -> JudgeCalibration:
-    """The calibration for ``reference_model``: shipped (``data/judge/<model>.json``), cached, or fitted on its own
-    replies to the shipped calibration's instructions (the refusal data's harmless training prompts) and cached."""
+    """The calibration for ``reference_model``: shipped (``data/judge/<model>.json``, fitted on every calibration
+    instruction), cached, or fitted on the model's own replies to `QUICK_CALIBRATION` of them and cached (once; a
+    minute or two on a CPU for a small model)."""
     name = str(reference_model.cfg.model_name).replace("/", "--")
     shipped = data_dir() / SHIPPED / f"{name}.json"
     if shipped.is_file():
@@ -170,9 +185,9 @@ def default_calibration(reference_model: HookedTransformer) -> JudgeCalibration:
     cached = cache_dir("judge") / f"{name}.json"
     if cached.is_file():
         return JudgeCalibration.load(cached)
-    pool = JudgeCalibration.load(data_dir() / SHIPPED / f"{DEFAULT_POOL_MODEL}.json").pool
-    log.warning("calibrating the reply judge on %s's own replies (once, minutes; cached in %s)", name, cached)
-    calibration = JudgeCalibration.fit(reference_model, *calibration_replies(reference_model, pool))
+    log.warning("calibrating the reply judge on %s's own replies (once; cached in %s)", name, cached)
+    instructions = calibration_instructions(QUICK_CALIBRATION)
+    calibration = JudgeCalibration.fit(reference_model, *calibration_replies(reference_model, instructions))
     calibration.save(cached)
     return calibration
 
