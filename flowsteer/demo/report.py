@@ -11,7 +11,7 @@ from typing import Any
 from transformer_lens import HookedTransformer
 
 from flowsteer.models.precision import resolve_precision
-from flowsteer.paths import atomic_file
+from flowsteer.paths import atomic_file, write_json
 
 
 @dataclass
@@ -107,6 +107,8 @@ def run_demo(
     report = out / "report.md"
     with atomic_file(report) as handle:
         handle.write("\n".join(context.lines) + "\n")
+    write_json(out / "timings.json", {"precision": precision.name, "precision_source": precision.source,
+                                      "sections_seconds": context.timings})
     return report
 
 
