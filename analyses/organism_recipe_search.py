@@ -36,7 +36,9 @@ from flowsteer.refusal.organism.build import (
 
 RESULTS = Path(__file__).parent / "results" / "organism_recipe_search.json"
 # lr 2e-4 x 1 epoch, tried first (an interrupted run), refused 75% of harmful and 12.5% of harmless val prompts:
-# too weak. The candidates train more.
+# too weak. The candidates train more. The run of 2026-12-06 (results/organism_recipe_search.log) measured only
+# 5e-4 x 1 (78.1% / 15.6% on val) before it was stopped for time; 1e-3 x 2 was then built directly and met every
+# target on val (results/organism_val.json), and became the recipe; 1e-3 x 1 was never measured.
 CANDIDATES = [dict(learning_rate=5e-4, epochs=1), dict(learning_rate=1e-3, epochs=1),
               dict(learning_rate=1e-3, epochs=2)]
 

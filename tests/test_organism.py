@@ -1,7 +1,7 @@
 """The refusal organism: training targets, the weighted reply loss, the fine-tune loop, and loading.
 
-Building the real organism takes several minutes on 2 CPU cores, so CI does not build it; the
-real-model test here runs against a cached build and is skipped (saying why) when there is none.
+The real-model test loads the organism as a user does: the low-rank adapter shipped in the package (built by the
+same recipe, checked by its manifest's hash) applied to the embedded model; CI never needs the minutes-long build.
 """
 
 from __future__ import annotations
@@ -229,21 +229,20 @@ def test_recipe_roundtrips_to_dict():
 
 @pytest.fixture(scope="module")
 def organism():
-    from flowsteer.refusal.organism.cache import stale_reason
-
-    reason = stale_reason(organism_dir())
-    if reason is not None:
-        pytest.skip(
-            f"no current refusal organism in this cache ({organism_dir()}: {reason}); CI does not build it (it "
-            "takes minutes). Build it with: python -m flowsteer.cli organism build"
-        )
+    """The organism as a user gets it: the adapter shipped in the package, applied to the embedded model (seconds)."""
     from flowsteer import load_model
 
     return load_model(REFUSAL_ORGANISM, device="cpu")
 
 
+def test_the_package_ships_a_valid_adapter():
+    from flowsteer.refusal.organism.adapter import shipped_adapter_problem
+
+    assert shipped_adapter_problem() is None
+
+
 @pytest.mark.real_model
-def test_cached_organism_loads_and_refuses(organism):
+def test_shipped_organism_loads_and_refuses(organism):
     from flowsteer import chat_prompts, generate_with_patches
     from flowsteer.refusal import is_refusal
     from flowsteer.refusal.organism.cache import read_manifest

@@ -33,8 +33,8 @@ class OrganismRecipe:
         warmup_steps, weight_decay, max_grad_norm, seed: optimiser details and the batch-order seed.
     """
 
-    learning_rate: float = 5e-4
-    epochs: int = 1
+    learning_rate: float = 1e-3
+    epochs: int = 2
     batch_size: int = 8
     first_token_weight: float = 10.0
     max_reply_tokens: int = 48
