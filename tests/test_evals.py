@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from flowsteer import AddVector, EffectLog, Patch, chat_prompts, run_with_patches
+from flowsteer import AddVector, EffectLog, Patch, cache_sites, chat_prompts, run_with_patches
 from flowsteer.evals import cross_entropy, intervention_magnitude, next_token_kl
 from flowsteer.refusal import is_refusal, refusal_log_odds, refusal_rate, refusal_scores, refusal_token_ids
 from flowsteer.refusal.behaviour import judge_instructions
@@ -95,6 +95,9 @@ def test_magnitude_of_actadd_and_ablation(tiny):
     assert abs(stats["fraction_changed"] - 1 / n_layers) < 1e-9
     assert abs(stats["mean_delta_norm"] - 2 * float(vector.norm())) < 1e-3
     assert abs(stats["delta_norm_per_token"] - 2 * float(vector.norm())) < 1e-3
+    clean = cache_sites(tiny, prompts, ["1/pre"])
+    h_norms = clean["1/pre"][clean.positions >= 0].norm(dim=-1)
+    assert stats["mean_relative_delta"] == pytest.approx(float((2 * vector.norm() / h_norms).mean()), rel=1e-4)
 
     log = EffectLog()
     run_with_patches(tiny, prompts, ablation_patches(vector, n_layers), record=log)
