@@ -2,8 +2,16 @@
 add-vector patch) vs the transformers model's own ``generate``.
 
 Batch 1 and 8, 64 new tokens (EOS ignored so every run makes the same number of tokens), chat
-prompts. After one untimed warm-up call each (one prompt), the configurations run ``--repeats`` times,
-interleaved (`protocol.interleave`); tokens/s is reported from the best (min) and the median time.
+prompts. transformers is read from the GGUF file itself (``gguf_file=``), not from flowsteer's converted folder.
+
+Token identity with transformers is checked like for like. To make 64 tokens, transformers'
+``min_new_tokens`` sets the EOS logit to -inf until the last one, so where TransformerLens's greedy token is
+EOS, transformers takes its second-best token and the two continue differently. Every token up to and
+including each row's first EOS is compared (``transformers_vs_transformer_lens_tokens``: ``identical_up_to_eos``);
+it also records, per row, the first differing position and whether it is TransformerLens's first EOS.
+
+After one untimed warm-up call each (one prompt), the configurations run ``--repeats`` times, interleaved
+(`protocol.interleave`); tokens/s is reported from the best (min) and the median time.
 Prints a table and writes JSON (default ``benchmarks/results/generation.json``).
 
     python benchmarks/generation.py [--model NAME] [--repeats 3] [--out FILE]
@@ -21,7 +29,6 @@ from protocol import Result, add_arguments, interleave, save, stamp
 
 from flowsteer import chat_prompts, load_model
 from flowsteer.models.embedded import EMBEDDED_MODELS
-from flowsteer.models.loading import converted_gguf_dir
 from flowsteer.patching import AddVector, Function, Patch, generate_with_patches
 
 INSTRUCTIONS = [
@@ -53,7 +60,29 @@ def hf_model_for(name: str):
 
     if name not in EMBEDDED_MODELS:
         return None
-    return AutoModelForCausalLM.from_pretrained(converted_gguf_dir(EMBEDDED_MODELS[name]), dtype=torch.float32).eval()
+    gguf = EMBEDDED_MODELS[name].verified_path()
+    return AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
+
+
+def compare_up_to_eos(reference: list[list[int]], other: list[list[int]], eos: int) -> dict:
+    """Compare greedy tokens row by row up to and including ``reference``'s first EOS in each row.
+
+    ``other`` may differ after that EOS (a generator that may not stop there takes its next-best token).
+    """
+    rows = []
+    for ref, oth in zip(reference, other, strict=True):
+        end = ref.index(eos) + 1 if eos in ref else len(ref)
+        first = next((i for i, (a, b) in enumerate(zip(ref, oth, strict=True)) if a != b), None)
+        rows.append({"first_difference": first, "reference_first_eos": end - 1 if eos in ref else None,
+                     "identical_up_to_eos": ref[:end] == oth[:end]})
+    return {
+        "identical_up_to_eos": all(row["identical_up_to_eos"] for row in rows),
+        "identical_everywhere": reference == other,
+        "every_difference_starts_at_eos": all(
+            row["first_difference"] is None or row["first_difference"] == row["reference_first_eos"] for row in rows
+        ),
+        "rows": rows,
+    }
 
 
 def main() -> None:
@@ -120,8 +149,9 @@ def main() -> None:
             "flowsteer_vs_transformer_lens": rates["flowsteer_no_patch"] / rates["transformer_lens_generate"],
             "unpatched_identical_to_transformer_lens": outputs["flowsteer_no_patch"] == stock_tokens,
             "identity_patch_identical_to_transformer_lens": outputs["flowsteer_identity_patch"] == stock_tokens,
-            "transformers_identical_to_transformer_lens": (
-                outputs["transformers_generate"] == stock_tokens if hf is not None else None
+            "transformers_vs_transformer_lens_tokens": (
+                compare_up_to_eos(stock_tokens, outputs["transformers_generate"], model.tokenizer.eos_token_id)
+                if hf is not None else None
             ),
         }
     report = {
@@ -130,6 +160,10 @@ def main() -> None:
         "new_tokens": new_tokens,
         "add_vector_site": f"{layer}/res",
         "device": str(model.cfg.device),
+        "transformers_comparison": (
+            "greedy tokens compared up to and including each row's first EOS in TransformerLens's output: "
+            "transformers' min_new_tokens forbids EOS until the last token, TransformerLens ignores EOS"
+        ),
         "results": results,
     }
     save(args.out, report, trials, started)
@@ -149,6 +183,11 @@ def main() -> None:
             f"{r['unpatched_identical_to_transformer_lens']} (identity patch: "
             f"{r['identity_patch_identical_to_transformer_lens']})"
         )
+        if r["transformers_vs_transformer_lens_tokens"] is not None:
+            tokens = r["transformers_vs_transformer_lens_tokens"]
+            print(f"batch {batch}: transformers' greedy tokens equal TransformerLens's up to each first EOS: "
+                  f"{tokens['identical_up_to_eos']} (every difference starts at that EOS: "
+                  f"{tokens['every_difference_starts_at_eos']})")
     print(f"wrote {args.out}")
 
 

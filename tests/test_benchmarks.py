@@ -215,3 +215,20 @@ def test_a_sparsify_coder_converts_to_the_same_sae_lens_map():
     x = torch.randn(40, 24)
     with torch.no_grad():
         torch.testing.assert_close(sae.decode(sae.encode(x)), coder(x).sae_out)
+
+
+def test_generation_compares_transformers_tokens_up_to_each_first_eos():
+    from generation import compare_up_to_eos
+
+    eos = 2
+    reference = [[5, 6, 2, 2, 2], [5, 6, 7, 8, 9], [4, 2, 9, 9, 9]]
+    like_transformers = [[5, 6, 2, 2, 2], [5, 6, 7, 8, 9], [4, 2, 3, 3, 3]]  # differs only after row 2's EOS
+    same = compare_up_to_eos(reference, like_transformers, eos)
+    assert same["identical_up_to_eos"] and not same["identical_everywhere"]
+    assert [row["first_difference"] for row in same["rows"]] == [None, None, 2]
+    assert not same["every_difference_starts_at_eos"]  # row 2 differs at 2, one after its EOS at 1
+    eos_masked = [[5, 6, 7, 3, 3], [5, 6, 7, 8, 9], [4, 8, 9, 9, 9]]  # transformers with EOS forbidden
+    masked = compare_up_to_eos(reference, eos_masked, eos)
+    assert not masked["identical_up_to_eos"] and masked["every_difference_starts_at_eos"]
+    early = compare_up_to_eos(reference, [[5, 6, 2, 2, 2], [5, 1, 7, 8, 9], [4, 2, 9, 9, 9]], eos)
+    assert not early["identical_up_to_eos"] and not early["every_difference_starts_at_eos"]

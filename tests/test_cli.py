@@ -17,15 +17,23 @@ def test_info_lists_layers_and_sites(capsys):
     assert "layers       4 (0..3)" in out and "blocks.0.hook_mlp_out" in out
 
 
-def test_generate_with_a_steering_vector(tmp_path, capsys):
+def test_generate_compare_prints_unsteered_then_steered_text(tmp_path, capsys):
+    from flowsteer import chat_prompt, load_model
+    from flowsteer.patching import AddVector, Patch, generate_with_patches
+
+    direction = torch.randn(64, generator=torch.Generator().manual_seed(0)) * 50
     vector = tmp_path / "v.safetensors"
-    save_vector(vector, torch.randn(64) * 50, note="test")
+    save_vector(vector, direction, note="test")
     args = ["generate", "Hello", "--model", TINY_MODEL, "--device", "cpu", "--max-new-tokens", "8"]
     assert main(args) == 0
-    plain = capsys.readouterr().out
+    plain = capsys.readouterr().out.strip()
     assert main(args + ["--steer", f"1/res:{vector}:2", "--compare"]) == 0
-    compared = capsys.readouterr().out
-    assert "--- unsteered ---" in compared and plain.strip() in compared
+    head, unsteered, steered = capsys.readouterr().out.split("---")[::2]
+    assert head == "" and unsteered.strip() == plain and steered.strip() != plain
+    model = load_model(TINY_MODEL, device="cpu")
+    expected = generate_with_patches(model, chat_prompt(model, "Hello"), [Patch("1/res", AddVector(direction, 2.0))],
+                                     max_new_tokens=8, seed=0)
+    assert steered.strip() == expected.texts[0].strip()
 
 
 def test_generate_rejects_a_vector_of_the_wrong_width(tmp_path, capsys):

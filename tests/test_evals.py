@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from flowsteer import AddVector, EffectLog, Patch, chat_prompts, run_with_patches
+from flowsteer import AddVector, EffectLog, Patch, cache_sites, chat_prompts, run_with_patches
 from flowsteer.evals import cross_entropy, intervention_magnitude, next_token_kl
 from flowsteer.refusal import is_refusal, refusal_log_odds, refusal_rate, refusal_scores, refusal_token_ids
 from flowsteer.refusal.behaviour import judge_instructions
@@ -95,6 +95,9 @@ def test_magnitude_of_actadd_and_ablation(tiny):
     assert abs(stats["fraction_changed"] - 1 / n_layers) < 1e-9
     assert abs(stats["mean_delta_norm"] - 2 * float(vector.norm())) < 1e-3
     assert abs(stats["delta_norm_per_token"] - 2 * float(vector.norm())) < 1e-3
+    clean = cache_sites(tiny, prompts, ["1/pre"])
+    h_norms = clean["1/pre"][clean.positions >= 0].norm(dim=-1)
+    assert stats["mean_relative_delta"] == pytest.approx(float((2 * vector.norm() / h_norms).mean()), rel=1e-4)
 
     log = EffectLog()
     run_with_patches(tiny, prompts, ablation_patches(vector, n_layers), record=log)
@@ -106,9 +109,29 @@ def test_magnitude_of_actadd_and_ablation(tiny):
         intervention_magnitude(EffectLog(), n_layers)
 
 
-def test_judge_instructions_pipeline_on_tiny(tiny):
+def test_judge_instructions_pipeline_on_tiny(tiny, monkeypatch):
+    import flowsteer.refusal.behaviour as behaviour
+    from flowsteer import generate_with_patches
+
     items = load_instructions("harmless", "val")[:3]
-    result = judge_instructions(tiny, items, max_new_tokens=4, token_ids=[60])
-    assert result["n"] == 3 and len(result["replies"]) == 3
+    prompts = chat_prompts(tiny, [item.text for item in items])
+    steer = [Patch("1/res", AddVector(torch.randn(64, generator=torch.Generator().manual_seed(0)) * 30))]
+    plain = generate_with_patches(tiny, prompts, max_new_tokens=4).texts
+    steered = generate_with_patches(tiny, prompts, steer, max_new_tokens=4).texts
+    assert steered != plain
+    judged = []
+    verdicts = iter([True, False, True])  # planted: the tiny model never refuses
+
+    def judge(text):
+        judged.append(text)
+        return next(verdicts)
+
+    monkeypatch.setattr(behaviour, "is_refusal", judge)
+    result = judge_instructions(tiny, items, steer, max_new_tokens=4, token_ids=[60])
+    assert judged == steered and [r["reply"] for r in result["replies"]] == steered  # the patches reach generation
+    assert [r["refused"] for r in result["replies"]] == [True, False, True]
+    assert result["refusal_rate"] == pytest.approx(2 / 3)
+    scores = refusal_scores(tiny, prompts, steer, token_ids=[60])
+    assert [r["log_odds"] for r in result["replies"]] == pytest.approx(scores.tolist(), abs=1e-5)
+    assert result["log_odds_refusal_rate"] == pytest.approx(float((scores > 0).float().mean()))
     assert set(result["by_lookalike"]) <= {"plain", "lookalike"}
-    assert 0.0 <= result["refusal_rate"] <= 1.0

@@ -7,7 +7,7 @@ import torch
 from flowsteer.flow import pick_seed
 from flowsteer.flow.classes import FixedThresholds
 from flowsteer.flow.labels import promoted_tokens
-from flowsteer.flow.seeds import chain_steps
+from flowsteer.flow.seeds import chain_steps, readability
 from flowsteer.flow.tokens import read_texts
 from flowsteer.sites import FeatureId, Site
 from tests.flow_synthetic import persistent_bank, planted_chain_bank
@@ -44,7 +44,9 @@ def test_pick_seed_with_a_model_labels_only_the_candidates_graphs(tiny):
     choice = pick_seed(bank, tiny, TEXTS, candidates=3)
     seed = choice.flow.graph.nodes[str(choice.seed)]
     assert seed["seed"] and seed["label"] and "active" in choice.candidates[0]
-    assert 0 <= choice.candidates[0]["readability"] <= 1 and choice.seconds["labels"] > 0
+    best = choice.candidates[0]  # the tiny model's byte tokens are never words: readability 0 (tested below)
+    assert best["score"] == best["residual_nodes"] + best["modules_above_chance"] + best["readability"]
+    assert choice.seconds["labels"] > 0
     promoted = choice.labels.sites[Site(1, "resid_post")].promoted[:, 0]
     unlabelled = (promoted < 0).nonzero().flatten().tolist()
     assert 0 < len(unlabelled) < 128  # promoted tokens computed for the candidates' graph nodes only
@@ -63,3 +65,12 @@ def test_builtin_corpus_texts_by_split_and_source():
     bible = read_texts("data:eval:bible")
     assert bible and all(isinstance(t, str) and t for t in bible)
     assert len(read_texts("data:eval:bible+fortunes")) > len(bible) > 0
+
+
+def test_readability_is_the_share_of_promoted_tokens_that_are_words():
+    class Labels:
+        def promoted_tokens(self, feature, n):
+            return [" the", "ab", "word", "\n", "cat!", " Dog", "x", "hello", "later"][:n]
+
+    assert readability(Labels(), FeatureId(Site(1), 0)) == 4 / 8  # the, word, Dog, hello; not ab, cat!, x
+    assert readability(Labels(), FeatureId(Site(1), 0), n=2) == 1 / 2

@@ -111,12 +111,15 @@ def test_top_k_and_top_p_restrict_the_support():
     assert set(top_p.tolist()) == {0}
 
 
-def test_stop_at_eos_cuts_each_sequence(tiny):
-    eos = tiny.tokenizer.eos_token_id
-    forced = Patch("3/res", Function(lambda a, c: a), "all")
-    out = generate_with_patches(tiny, PROMPTS, [forced], max_new_tokens=6, eos_token_id=[eos, 100])
-    for row in out.tokens:
-        assert eos not in row and 100 not in row
+def test_stop_at_eos_cuts_each_sequence_at_its_own_first_stop_token(tiny):
+    n = 8
+    plain = generate_with_patches(tiny, PROMPTS, max_new_tokens=n, stop_at_eos=False).tokens
+    stops = [plain[0][2], plain[1][5]]  # two "EOS" ids the model does emit: rows stop at different steps
+    out = generate_with_patches(tiny, PROMPTS, max_new_tokens=n, eos_token_id=stops)
+    expected = [row[: next((i for i, t in enumerate(row) if t in stops), n)] for row in plain]
+    assert out.tokens == expected
+    assert len(out.tokens[0]) <= 2 and len({len(row) for row in out.tokens}) > 1
+    assert out.texts == [tiny.tokenizer.decode(row, skip_special_tokens=True) for row in expected]
 
 
 def test_batch_size_splits_without_changing_greedy_output(tiny):

@@ -127,6 +127,16 @@ def test_fixed_target_and_generation_with_effects(tiny):
     intervention = InvertibleIntervention.interchange(bijection, CoordinateMask.first(64, 4))
     fixed = intervention.fixed_to_mean(acts[SITE][acts.positions >= 1])
     assert isinstance(fixed.target, FixedLatent) and fixed.bijection is bijection
+    clean = acts[SITE]
+    _, edited = run_with_patches(tiny, SOURCE, [Patch(SITE, fixed, slice(1, None))], cache=[SITE])
+    rows = acts.positions >= 1
+    with torch.no_grad():
+        mean = bijection(clean[rows].double()).mean(0)
+        z, z_clean = bijection(edited[SITE][rows].double()), bijection(clean[rows].double())
+    assert torch.allclose(z[:, :4], mean[:4].expand(len(z), -1), atol=1e-4)  # the masked latents sit at the mean
+    assert torch.allclose(z[:, 4:], z_clean[:, 4:], atol=1e-4)  # the others are left where they were
+    assert torch.equal(edited[SITE][acts.positions == 0], clean[acts.positions == 0])
+    assert not torch.allclose(edited[SITE][rows], clean[rows], atol=1e-3)
     log = EffectLog()
     patch = Patch(SITE, fixed, slice(1, None))
     out = generate_with_patches(tiny, BASE, [patch], max_new_tokens=4, stop_at_eos=False, record=log)

@@ -56,6 +56,15 @@ def test_interchange_with_itself_changes_nothing(tiny, site):
     assert torch.equal(clean, swapped)
 
 
+@pytest.mark.parametrize("site", ["1/res", "3/res"])
+def test_interchange_of_a_whole_residual_stream_gives_the_source_logits(tiny, site):
+    base, source = ["The cat sat on the mat."], ["A dog ran in the park!!"]
+    assert encode(tiny, base).tokens.shape == encode(tiny, source).tokens.shape  # same length: no padding
+    swapped = interchange(tiny, base, source, [Patch(site, FromSource())])
+    assert torch.allclose(swapped, run_with_patches(tiny, source), atol=1e-5)
+    assert not torch.allclose(swapped, run_with_patches(tiny, base), atol=1e-2)
+
+
 @settings(max_examples=15, deadline=None)
 @given(first=sites, second=sites, seed=st.integers(0, 1000))
 def test_patches_at_two_sites_compose_in_forward_order(tiny, first, second, seed):
