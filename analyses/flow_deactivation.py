@@ -143,7 +143,8 @@ def markdown(result: dict) -> str:
     if result.get("sweep"):
         rs = list(result["sweep"])
         lines += ["", "## r sweep (all active top-1 predecessors rescaled by r)", "",
-                  "| r | targets | mean activation change | deactivated | relative loss change |", "|---|---|---|---|---|"]
+                  "| r | targets | mean activation change | deactivated | relative loss change |",
+                  "|---|---|---|---|---|"]
         for r in rs:
             row = result["sweep"][r]
             lines.append(f"| {r} | {row['targets']} | {_cell(row['activation_change'], False)} | "

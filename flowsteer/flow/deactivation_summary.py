@@ -90,16 +90,13 @@ def paired(records: Sequence[Record], keys: set[Key], a: str, b: str) -> dict:
     pairs = [(first[key], second[key]) for key in sorted(keys)]
     out = {"n": len(pairs)}
     for name, value in (("success_rate", lambda rec: float(rec.deactivated)), ("mean_activation_change", _change)):
-        diffs = [(x, value(x) - value(y)) for x, y in pairs]
-        sums, counts = defaultdict(float), defaultdict(int)
-        for rec, d in diffs:
-            sums[rec.text] += d
-            counts[rec.text] += 1
-        texts = sorted(sums)
-        estimate = ratio_of_sums([sums[t] for t in texts], [counts[t] for t in texts])
-        verdict = "no difference" if estimate.low <= 0 <= estimate.high else ("better" if estimate.value > 0 else "worse")
-        out[name] = {"difference": estimate.to_dict(), "verdict": f"{a} {verdict}" if verdict != "no difference"
-                     else verdict}
+        difference = {x.key: value(x) - value(y) for x, y in pairs}
+        estimate = _clustered([x for x, _ in pairs], lambda rec: difference[rec.key])
+        if estimate.low <= 0 <= estimate.high:
+            verdict = "no difference"
+        else:
+            verdict = f"{a} better" if estimate.value > 0 else f"{a} worse"
+        out[name] = {"difference": estimate.to_dict(), "verdict": verdict}
     return out
 
 

@@ -130,7 +130,7 @@ def plot_deactivation(summary: Mapping[str, Mapping], paper: Mapping[str, Mappin
     (every strategy of a set on the same targets; n in the legend), the paper's Table 1 as reference lines."""
     sets = [name for name in ("all_targets", "common_targets", "searched_targets") if summary.get(name)]
     strategies = list(dict.fromkeys(s for name in sets for s in summary[name]))
-    figure = Figure(figsize=(10, 3.8), layout="constrained")
+    figure = Figure(figsize=(10, 4.4), layout="constrained")
     axes = figure.subplots(1, 2)
     width = 0.8 / max(len(sets), 1)
     for ax, metric, name in (
@@ -151,7 +151,7 @@ def plot_deactivation(summary: Mapping[str, Mapping], paper: Mapping[str, Mappin
             ax.axhline(row[metric], ls="--", lw=1, color=f"C{i + 4}", label=f"paper: {label}")
         ax.set_ylim(0, 1)
         ax.set_title(name, fontsize=9)
-    axes[0].legend(fontsize=6, loc="upper left")
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=7)
     return _save(figure, path)
 
 
