@@ -91,7 +91,7 @@ def paired(records: Sequence[Record], keys: set[Key], a: str, b: str) -> dict:
     out = {"n": len(pairs)}
     for name, value in (("success_rate", lambda rec: float(rec.deactivated)), ("mean_activation_change", _change)):
         difference = {x.key: value(x) - value(y) for x, y in pairs}
-        estimate = _clustered([x for x, _ in pairs], lambda rec: difference[rec.key])
+        estimate = _clustered([x for x, _ in pairs], lambda rec, d=difference: d[rec.key])
         if estimate.low <= 0 <= estimate.high:
             verdict = "no difference"
         else:
