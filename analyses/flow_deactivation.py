@@ -103,6 +103,7 @@ def markdown(result: dict) -> str:
         "",
         f"Bank `{settings['saes']}`, layers {settings['layers']}, {settings['texts_used']} texts x "
         f"{settings['tokens_per_text']} tokens, up to {settings['max_targets']} targets per layer and token, r = 0.",
+        *([f"Bank: {settings['bank_note']}."] if settings.get("bank_note") else []),
         "",
         f"- **success rate**: {defs['success_rate']}.",
         f"- **mean activation change**: {defs['mean_activation_change']}.",
