@@ -69,11 +69,18 @@ def _estimate(cell: dict, percent: bool) -> str:
     return f"{num(cell['value'])} [{num(cell['low'])}, {num(cell['high'])}]"
 
 
+def stale_deactivation() -> Finding:
+    return Finding("withdrawn: an older run with strategies on different targets and a greedy search called "
+                   "exhaustive", "not measured", "re-run `python analyses/flow_deactivation.py`")
+
+
 def deactivation(strategy: str, paper_change: float, paper_success: float) -> Callable[[Results], Finding]:
     def measure(results: Results) -> Finding:
         data = results("flow_deactivation")
         if data is None:
             return missing("flow_deactivation.py")
+        if "all_targets" not in data["summary"]:
+            return stale_deactivation()
         target_set = "searched_targets" if strategy == "exhaustive" else "all_targets"
         ours = data["summary"].get(target_set, {}).get(strategy)
         if not ours or not ours.get("n"):
@@ -98,6 +105,8 @@ def top1_vs_random(results: Results) -> Finding:
     data = results("flow_deactivation")
     if data is None:
         return missing("flow_deactivation.py")
+    if "all_targets" not in data["summary"]:
+        return stale_deactivation()
     comparison = data["summary"].get("top1_vs_random_top5", {}).get("all_targets")
     table = data["summary"].get("all_targets", {})
     if comparison is None:
