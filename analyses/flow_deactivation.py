@@ -1,19 +1,22 @@
 """Causal deactivation of matched predecessors: the Table-1 analog and the r sweep (Feature Flow §5.2,
-App. A.2, Table 1, Fig. 7).
+App. A.2, Table 1, Fig. 7), every strategy on the same targets and tokens.
 
 At ``--layers`` (default: the paper's layers 6/12/18 of 26 scaled to this model's depth), for
 random tokens of each text, up to ``--max-targets`` active residual features with an active top-1
-predecessor are sampled; their active predecessors under each strategy (permutation, top-1,
-top-5, random of top-5, optionally the exhaustive reference) are rescaled with r = 0 at that token
-only; success rate and mean activation change are reported next to the paper's Table 1. The r
-sweep rescales all active top-1 predecessors by each r and adds the relative change of the
-next-token loss.
+predecessor are sampled; their active predecessors under each matching strategy (top-1, top-5, random
+of top-5, permutation) are rescaled with r = 0 at that token only. The first ``--search-targets`` targets
+per layer and token also get the ``greedy`` search (best single feature per site) and the ``exhaustive``
+one (every subset of at most ``--max-subset`` of the active features among each site's top ``--top-m``
+matches). Success rate and mean activation change, with 95% intervals (bootstrap over texts) and their
+definitions, are reported on three target sets shared by every strategy (`deactivation_summary`), next to
+the paper's Table 1. The r sweep rescales all active top-1 predecessors by each r and adds the relative
+change of the next-token loss.
 
-Writes ``OUT/flow_deactivation.json`` (summary, comparison, sweep), every record to
-``OUT/flow_deactivation_records.json`` (large; not kept in git) and figures
-``OUT/flow_deactivation.png`` and ``OUT/flow_sweep.png``.
+Writes ``OUT/flow_deactivation.json`` (tables, comparison, sweep) and ``.md``, every record to
+``OUT/flow_deactivation_records.json`` (large; not kept in git) and figures ``OUT/flow_deactivation.png``
+and ``OUT/flow_sweep.png``.
 
-    python analyses/flow_deactivation.py --saes DIR --corpus texts.txt [--texts 35] [--exhaustive 3]
+    python analyses/flow_deactivation.py --saes DIR --corpus texts.txt [--texts 35] [--search-targets 3]
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from pathlib import Path
 import torch
 
 from flowsteer.flow import paper, plots
-from flowsteer.flow.deactivation import deactivation_records, rescale_sweep, summarize, sweep_summary
+from flowsteer.flow.deactivation import deactivation_records, rescale_sweep
+from flowsteer.flow.deactivation_summary import summarize, sweep_summary
 from flowsteer.flow.groups import DEACTIVATION_STRATEGIES
 from flowsteer.flow.scores import LayerScores, add_permutations, layer_scores
 from flowsteer.flow.tokens import read_texts
@@ -60,37 +64,93 @@ def diagnostics(scores: dict[Site, LayerScores], records: list) -> dict:
     return out
 
 
+def bank_facts(saes) -> dict:
+    """The bank's sites and training size, so the JSON says which bank the numbers come from."""
+    training = getattr(saes, "info", {}).get("training", {})
+    keep = ("architecture", "d_sae", "k", "tokens", "passes", "max_norm_ratio", "steps")
+    return {"sites": [str(s) for s in sorted(saes)], **{key: training[key] for key in keep if key in training}}
+
+
 METHODS = (  # our label, strategy key, the paper's Table-1 row to compare with
     ("top-1 cosine", "top1", "top-1 cosine"),
     ("top-5", "top5", None),
     ("random of top-5", "random_top5", None),
     ("permutation (SAE Match)", "permutation", None),
-    ("exhaustive (greedy, one feature per site)", "exhaustive", "exhaustive search (upper bound)"),
+    ("greedy (best single feature per site, then together)", "greedy", None),
+    ("exhaustive (every subset of <= {s} active top-{m} predecessors)", "exhaustive",
+     "exhaustive search (upper bound)"),
 )
-FIELDS = ("targets", "no_active_predecessor", "success_rate", "mean_activation_change", "success_rate_all_targets")
+SET_TITLES = {"all_targets": "All sampled targets", "common_targets": "Targets where every matching strategy "
+              "found an active predecessor", "searched_targets": "Targets that also got the searches"}
 
 
-def comparison(summary: dict) -> dict:
-    """Our strategies beside the paper's Table 1, and whether top-1 beats random-of-top-5."""
-    rows = []
-    for label, key, reference in METHODS:
-        ours = summary.get(key)
-        rows.append(
-            {
-                "method": label,
-                "ours": {f: ours[f] for f in FIELDS} if ours else None,
-                "paper": paper.TABLE_1[reference] if reference else None,
-            }
-        )
-    top1, random5 = summary.get("top1"), summary.get("random_top5")
-    verdict = None
-    if top1 and random5 and top1["targets"] and random5["targets"]:
-        verdict = {
-            "success_rate": top1["success_rate"] > random5["success_rate"],
-            "mean_activation_change": top1["mean_activation_change"] > random5["mean_activation_change"],
-            "success_rate_all_targets": top1["success_rate_all_targets"] > random5["success_rate_all_targets"],
-        }
-    return {"table": rows, "top1_beats_random_top5": verdict}
+def _cell(estimate: dict | None, percent: bool) -> str:
+    if estimate is None:
+        return "-"
+    if percent:
+        return f"{estimate['value']:.1%} [{estimate['low']:.1%}, {estimate['high']:.1%}]"
+    return f"{estimate['value']:.3f} [{estimate['low']:.3f}, {estimate['high']:.3f}]"
+
+
+def markdown(result: dict) -> str:
+    """The three equal-terms tables with n, intervals and definitions, the paired comparisons, the sweep."""
+    summary, settings = result["summary"], result["settings"]
+    labels = {key: label.format(s=settings["max_subset"], m=settings["top_m"]) for label, key, _ in METHODS}
+    paper_rows = {key: paper.TABLE_1[ref] for _, key, ref in METHODS if ref}
+    defs = summary["definitions"]
+    lines = [
+        "# Causal deactivation (Feature Flow Table 1 analog)",
+        "",
+        f"Bank `{settings['saes']}`, layers {settings['layers']}, {settings['texts_used']} texts x "
+        f"{settings['tokens_per_text']} tokens, up to {settings['max_targets']} targets per layer and token, r = 0.",
+        *([f"Bank: {settings['bank_note']}."] if settings.get("bank_note") else []),
+        "",
+        f"- **success rate**: {defs['success_rate']}.",
+        f"- **mean activation change**: {defs['mean_activation_change']}.",
+        f"- intervals: {defs['interval']}.",
+        "",
+    ]
+    for name in ("all_targets", "common_targets", "searched_targets"):
+        table = summary.get(name)
+        if not table:
+            continue
+        n = next(iter(table.values()))["n"]
+        lines += [f"## {SET_TITLES[name]} (n = {n}, the same for every row)", "", f"{defs['sets'][name]}.", "",
+                  "| method | n | success rate (target's activation 0 after the edit) | mean activation change "
+                  "(1 - z_new/z_old) | targets with nothing to edit | features edited (mean) | paper (Gemma 2 2B) |",
+                  "|---|---|---|---|---|---|---|"]
+        for key, row in table.items():
+            ref = paper_rows.get(key)
+            ref_text = f"{ref['success_rate']:.0%} / {ref['mean_activation_change']:.2f}" if ref else "-"
+            lines.append(f"| {labels.get(key, key)} | {row['n']} | {_cell(row['success_rate'], True)} | "
+                         f"{_cell(row['mean_activation_change'], False)} | {row['no_active_predecessor']} | "
+                         f"{row['mean_features_edited']:.2f} | {ref_text} |")
+        lines.append("")
+    for title, key in (("top-1 minus random of top-5", "top1_vs_random_top5"),):
+        for name, comp in summary.get(key, {}).items():
+            lines.append(f"- {title} on {name.replace('_', ' ')} (n = {comp['n']}, paired): success "
+                         f"{_cell(comp['success_rate']['difference'], True)} ({comp['success_rate']['verdict']}), "
+                         f"activation change {_cell(comp['mean_activation_change']['difference'], False)} "
+                         f"({comp['mean_activation_change']['verdict']})")
+    if comp := summary.get("exhaustive_vs_greedy"):
+        lines.append(f"- exhaustive minus greedy on the searched targets (n = {comp['n']}, paired): success "
+                     f"{_cell(comp['success_rate']['difference'], True)} ({comp['success_rate']['verdict']}), "
+                     f"activation change {_cell(comp['mean_activation_change']['difference'], False)} "
+                     f"({comp['mean_activation_change']['verdict']})")
+    if stats := summary.get("exhaustive_search"):
+        lines.append(f"- exhaustive pool: {stats['pool_size_mean']:.2f} features on average (max "
+                     f"{stats['pool_size_max']}), {stats['edits_tried_mean']:.1f} subsets tried per target; greedy "
+                     f"tried {stats['greedy_edits_tried_mean']:.1f} edits per target")
+    if result.get("sweep"):
+        rs = list(result["sweep"])
+        lines += ["", "## r sweep (all active top-1 predecessors rescaled by r)", "",
+                  "| r | targets | mean activation change | deactivated | relative loss change |",
+                  "|---|---|---|---|---|"]
+        for r in rs:
+            row = result["sweep"][r]
+            lines.append(f"| {r} | {row['targets']} | {_cell(row['activation_change'], False)} | "
+                         f"{_cell(row['deactivated'], True)} | {_cell(row['relative_loss_change'], True)} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -105,15 +165,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-targets", type=int, default=paper.DEACTIVATION_TARGETS)
     parser.add_argument("--strategies", nargs="+", default=list(DEACTIVATION_STRATEGIES),
                         choices=DEACTIVATION_STRATEGIES)
-    parser.add_argument(
-        "--exhaustive", type=int, default=0, help="targets per layer and token with the exhaustive reference"
-    )
+    parser.add_argument("--search-targets", type=int, default=0,
+                        help="targets per layer and token that also get the greedy and exhaustive searches")
+    parser.add_argument("--top-m", type=int, default=5, help="the exhaustive pool: active features among each "
+                        "predecessor site's top m matches")
+    parser.add_argument("--max-subset", type=int, default=3, help="the exhaustive search's largest subset")
     parser.add_argument("--r-values", type=float, nargs="+", default=list(R_VALUES))
     parser.add_argument("--sweep-texts", type=int, default=10)
     parser.add_argument("--sweep-targets", type=int, default=5)
     parser.add_argument("--horizon", type=int, default=32, help="tokens after the edit the loss is measured over")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bank-note", default="", help="how the bank was built, kept in the JSON's settings")
     parser.add_argument("--out", default="results")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
@@ -124,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
     sites = [site for site in scored_sites(saes) if site.layer in layers and site.kind == "resid_post"]
     if not sites:
         raise ValueError(f"no residual SAEs with predecessors at layers {layers}")
-    scores = {site: layer_scores(saes, site, k=5) for site in sites}
+    scores = {site: layer_scores(saes, site, k=max(5, args.top_m)) for site in sites}
     if "permutation" in args.strategies:
         for layer in scores.values():
             add_permutations(saes, layer)
@@ -137,11 +200,13 @@ def main(argv: list[str] | None = None) -> dict:
         strategies=args.strategies,
         tokens_per_text=args.tokens_per_text,
         max_targets=args.max_targets,
-        exhaustive=args.exhaustive,
+        search_targets=args.search_targets,
+        top_m=args.top_m,
+        max_subset=args.max_subset,
         max_tokens=args.max_tokens,
         seed=args.seed,
     )
-    summary = summarize(records)
+    summary = summarize(records, args.strategies)
     sweep = rescale_sweep(
         model,
         saes,
@@ -156,9 +221,10 @@ def main(argv: list[str] | None = None) -> dict:
     sweep_result = sweep_summary(sweep)
     result = {
         "settings": vars(args)
-        | {"layers": layers, "sites": [str(s) for s in sites], "texts_used": min(len(texts), args.texts)},
+        | {"layers": layers, "sites": [str(s) for s in sites], "texts_used": min(len(texts), args.texts),
+           "bank": bank_facts(saes)},
         "summary": summary,
-        "comparison": comparison(summary),
+        "paper": paper.TABLE_1,
         "diagnostics": diagnostics(scores, records),
         "sweep": sweep_result,
         "seconds": time.perf_counter() - start,
@@ -169,23 +235,9 @@ def main(argv: list[str] | None = None) -> dict:
     plots.plot_deactivation(summary, paper.TABLE_1, out / "flow_deactivation.png")
     if sweep_result:
         plots.plot_sweep(sweep_result, out / "flow_sweep.png")
-    print("| method | targets | success rate | mean activation change | success over all targets | paper |")
-    print("|---|---|---|---|---|---|")
-    for row in result["comparison"]["table"]:
-        ours, ref = row["ours"], row["paper"]
-        if ours is None or not ours["targets"]:
-            continue
-        ref_text = f"{ref['success_rate']:.0%} / {ref['mean_activation_change']:.2f}" if ref else "-"
-        cells = [
-            row["method"],
-            ours["targets"],
-            f"{ours['success_rate']:.1%}",
-            f"{ours['mean_activation_change']:.3f}",
-            f"{ours['success_rate_all_targets']:.1%}",
-            ref_text,
-        ]
-        print("| " + " | ".join(map(str, cells)) + " |")
-    print(f"top-1 beats random of top-5: {result['comparison']['top1_beats_random_top5']}")
+    text = markdown(result)
+    (out / "flow_deactivation.md").write_text(text)
+    print(text)
     print(f"wrote {out / 'flow_deactivation.json'} ({result['seconds']:.1f} s)")
     return result
 

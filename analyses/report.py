@@ -63,22 +63,39 @@ def num(value: float | None, digits: int = 2) -> str:
 # Feature flow: causal deactivation (Table 1) --------------------------------------------------------------
 
 
+def _estimate(cell: dict, percent: bool) -> str:
+    if percent:
+        return f"{pct(cell['value'])} [{pct(cell['low'])}, {pct(cell['high'])}]"
+    return f"{num(cell['value'])} [{num(cell['low'])}, {num(cell['high'])}]"
+
+
+def stale_deactivation() -> Finding:
+    return Finding("withdrawn: an older run with strategies on different targets and a greedy search called "
+                   "exhaustive", "not measured", "re-run `python analyses/flow_deactivation.py`")
+
+
 def deactivation(strategy: str, paper_change: float, paper_success: float) -> Callable[[Results], Finding]:
     def measure(results: Results) -> Finding:
         data = results("flow_deactivation")
         if data is None:
             return missing("flow_deactivation.py")
-        ours = data["summary"].get(strategy)
-        if not ours or not ours.get("targets"):
+        if "all_targets" not in data["summary"]:
+            return stale_deactivation()
+        target_set = "searched_targets" if strategy == "exhaustive" else "all_targets"
+        ours = data["summary"].get(target_set, {}).get(strategy)
+        if not ours or not ours.get("n"):
             return Finding(f"no {strategy} result", "not measured", "strategy not run")
         change, success = ours["mean_activation_change"], ours["success_rate"]
-        carried = "yes" if success >= paper_success - 0.1 and change >= paper_change - 0.1 else "no"
+        carried = "yes" if success["value"] >= paper_success - 0.1 and change["value"] >= paper_change - 0.1 else "no"
         settings = data["settings"]
+        space = (f"every subset of <= {settings.get('max_subset')} active top-{settings.get('top_m')} predecessors, "
+                 if strategy == "exhaustive" else "")
         return Finding(
-            f"{num(change)} / {pct(success)} ({ours['targets']} targets)",
+            f"{_estimate(change, False)} / {_estimate(success, True)} ({ours['n']} targets, "
+            f"{target_set.replace('_', ' ')})",
             carried,
-            f"layers {settings.get('layers')}, {settings.get('texts_used')} texts, TopK k=32 SAEs; "
-            "`flow_deactivation.json`",
+            f"{space}layers {settings.get('layers')}, {settings.get('texts_used')} texts, success = activation 0 "
+            "after the edit; `flow_deactivation.json`",
         )
 
     return measure
@@ -88,14 +105,18 @@ def top1_vs_random(results: Results) -> Finding:
     data = results("flow_deactivation")
     if data is None:
         return missing("flow_deactivation.py")
-    verdict = data["comparison"].get("top1_beats_random_top5")
-    top1, random5 = data["summary"].get("top1", {}), data["summary"].get("random_top5", {})
-    if verdict is None:
+    if "all_targets" not in data["summary"]:
+        return stale_deactivation()
+    comparison = data["summary"].get("top1_vs_random_top5", {}).get("all_targets")
+    table = data["summary"].get("all_targets", {})
+    if comparison is None:
         return Finding("—", "not measured", "random-of-top-5 not run")
+    verdict = comparison["success_rate"]["verdict"]
     return Finding(
-        f"top-1 {pct(top1.get('success_rate'))} vs random-of-top-5 {pct(random5.get('success_rate'))} success",
-        "yes" if verdict["success_rate"] else "no",
-        "same targets and tokens; `flow_deactivation.json`",
+        f"top-1 {_estimate(table['top1']['success_rate'], True)} vs random-of-top-5 "
+        f"{_estimate(table['random_top5']['success_rate'], True)} success ({verdict})",
+        "yes" if verdict == "top1 better" else "no",
+        f"same {comparison['n']} targets and tokens, paired; `flow_deactivation.json`",
     )
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from flowsteer.flow.deactivation import Record, deactivation_records, rescale_sweep, summarize, sweep_summary
+from flowsteer.flow.deactivation import deactivation_records, rescale_sweep
+from flowsteer.flow.deactivation_summary import sweep_summary
 from flowsteer.flow.groups import (
     GROUPS,
     GroupRecords,
@@ -130,26 +131,18 @@ def test_group_bits_and_mann_whitney_on_constructed_records():
 
 
 def test_deactivation_with_factor_one_changes_nothing(tiny, bank, scores):
-    records = deactivation_records(tiny, bank, scores, TEXTS[:1], r=1.0, tokens_per_text=2, max_targets=3, exhaustive=1)
+    records = deactivation_records(tiny, bank, scores, TEXTS[:1], r=1.0, tokens_per_text=2, max_targets=3,
+                                   search_targets=1)
     edited = [rec for rec in records if rec.edited]
-    assert edited and {rec.strategy for rec in records} >= {"top1", "top5", "random_top5", "permutation", "exhaustive"}
+    assert {rec.strategy for rec in edited} >= {"top1", "top5", "random_top5", "permutation", "exhaustive"}
+    assert "greedy" in {rec.strategy for rec in records}  # r = 1 lowers nothing: greedy may keep no feature
     for rec in edited:  # the truncated single-block rerun reproduces the clean activation
         assert rec.z_new == pytest.approx(rec.z_old, rel=1e-4, abs=1e-5)
     removed = deactivation_records(tiny, bank, scores, TEXTS[:2], r=0.0, tokens_per_text=1, max_targets=3)
     assert any(rec.deactivated for rec in removed if rec.edited)
     sweep = rescale_sweep(tiny, bank, scores, TEXTS[:1], [0.0, 1.0], tokens_per_text=1, max_targets=2)
     summary = sweep_summary(sweep)
-    assert summary["1.0"]["activation_change"] == pytest.approx(0.0, abs=1e-4)
-    assert summary["1.0"]["relative_loss_change"] == pytest.approx(0.0, abs=1e-5)
+    assert summary["1.0"]["activation_change"]["value"] == pytest.approx(0.0, abs=1e-4)
+    assert summary["1.0"]["relative_loss_change"]["value"] == pytest.approx(0.0, abs=1e-5)
+    assert summary["0.0"]["activation_change"]["value"] > 0.05
 
-
-def test_deactivation_summary_arithmetic():
-    def rec(strategy, edited, z_new):
-        return Record("3/res", 0, 0, 1, "From RES", strategy, edited, 0.0, 2.0, z_new)
-
-    summary = summarize([rec("top1", 1, 0.0), rec("top1", 2, 1.0), rec("top1", 0, 2.0), rec("top5", 1, 0.0)])
-    top1 = summary["top1"]
-    assert (top1["targets"], top1["no_active_predecessor"]) == (2, 1)
-    assert top1["success_rate"] == 0.5 and top1["mean_activation_change"] == 0.75
-    assert top1["success_rate_all_targets"] == pytest.approx(1 / 3)
-    assert summary["top5"]["success_rate"] == 1.0

@@ -79,7 +79,7 @@ def test_analyses_run_end_to_end(files):
             "1",
             "--max-targets",
             "3",
-            "--exhaustive",
+            "--search-targets",
             "1",
             "--r-values",
             "0",
@@ -90,9 +90,12 @@ def test_analyses_run_end_to_end(files):
             "1",
         ]
     )
-    table = {row["method"]: row for row in result["comparison"]["table"]}
-    assert table["top-1 cosine"]["paper"] == {"mean_activation_change": 0.75, "success_rate": 0.65}
-    assert "top1_beats_random_top5" in result["comparison"] and result["settings"]["layers"] == [1, 2, 3]
+    summary = result["summary"]
+    assert len({row["n"] for row in summary["all_targets"].values()}) == 1  # one target set for every strategy
+    assert set(summary["searched_targets"]) == {"top1", "top5", "random_top5", "permutation", "greedy", "exhaustive"}
+    assert result["settings"]["layers"] == [1, 2, 3] and "all_targets" in summary["top1_vs_random_top5"]
+    text = (out / "flow_deactivation.md").read_text()
+    assert "n = " in text and summary["definitions"]["success_rate"] in text
     assert (out / "flow_deactivation.png").is_file()
     gallery = script("flow_gallery").main(common + model + ["--corpus", str(corpus), "--n", "2"])
     assert len(gallery["graphs"]) == 2 and (out / "gallery" / "index.html").is_file()

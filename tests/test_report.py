@@ -18,18 +18,21 @@ def load_report_module():
 
 def test_report_uses_result_files_and_names_missing_ones(tmp_path):
     report = load_report_module()
-    stats = {"targets": 100, "no_active_predecessor": 0, "success_rate_all_targets": 0.3}
-    summary = {
-        "top1": stats | {"success_rate": 0.30, "mean_activation_change": 0.45},
-        "random_top5": stats | {"success_rate": 0.10, "mean_activation_change": 0.20},
+    def est(value, low, high):
+        return {"value": value, "low": low, "high": high, "n": 10, "kind": "cluster_bootstrap"}
+
+    table = {
+        "top1": {"n": 100, "success_rate": est(0.30, 0.2, 0.4), "mean_activation_change": est(0.45, 0.4, 0.5)},
+        "random_top5": {"n": 100, "success_rate": est(0.10, 0.05, 0.15), "mean_activation_change": est(0.2, 0.1, 0.3)},
     }
-    data = {"settings": {"layers": [7], "texts_used": 3}, "summary": summary,
-            "comparison": {"top1_beats_random_top5": {"success_rate": True}}}
+    paired = {"n": 100, "success_rate": {"difference": est(0.2, 0.1, 0.3), "verdict": "top1 better"}}
+    summary = {"all_targets": table, "top1_vs_random_top5": {"all_targets": paired}}
+    data = {"settings": {"layers": [7], "texts_used": 3}, "summary": summary}
     (tmp_path / "flow_deactivation.json").write_text(json.dumps(data))
     out = report.main(["--results", str(tmp_path), "--out", str(tmp_path / "REPORT.md")])
     text = out.read_text()
-    assert "| 0.45 / 30% (100 targets) | no |" in text  # top-1 against the paper's 0.75 / 65%
-    assert "top-1 30% vs random-of-top-5 10% success | yes" in text
+    assert "| 0.45 [0.40, 0.50] / 30% [20%, 40%] (100 targets, all targets) | no |" in text  # paper: 0.75 / 65%
+    assert "top-1 30% [20%, 40%] vs random-of-top-5 10% [5%, 15%] success (top1 better) | yes" in text
     assert "run `python analyses/flow_groups.py`" in text and "run `python analyses/refusal_compare.py --part compare`" in text
     assert all(line.count("|") == 7 for line in text.splitlines() if line.startswith("| ") and "claim" not in line)
 

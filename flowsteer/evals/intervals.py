@@ -1,4 +1,5 @@
-"""95% intervals for every reported figure: Wilson for rates, bootstrap for means, and when two overlap.
+"""95% intervals for every reported figure: Wilson for rates, bootstrap for means (a cluster bootstrap of a ratio of
+sums for samples grouped in clusters), and when two overlap.
 
 An `Estimate` is a value with its interval and sample size; its ``str`` is ``"0.42 [0.31, 0.54]"``. Two estimates
 whose intervals overlap are reported as "no difference" (a conservative reading: overlapping 95% intervals can still
@@ -88,3 +89,28 @@ def ratio_of_means(numerator: Sequence[float], denominator: Sequence[float], **o
     alpha = (1 - options.get("confidence", CONFIDENCE)) / 2
     low, high = np.quantile(draws, [alpha, 1 - alpha])
     return Estimate(float(a.mean() / b.mean()), float(low), float(high), int(min(a.size, b.size)), "bootstrap")
+
+
+def ratio_of_sums(
+    numerators: Sequence[float], denominators: Sequence[float], confidence: float = CONFIDENCE, *,
+    resamples: int = 2000, seed: int = 0,
+) -> Estimate:
+    """sum(numerators) / sum(denominators) with a seeded percentile bootstrap that resamples the (numerator,
+    denominator) pairs together: e.g. a mean or a rate over samples grouped in clusters (texts), each cluster
+    giving the sum of its values and its count, so that the interval reflects the clusters' dependence.
+    ``n`` is the number of pairs (clusters)."""
+    a, b = np.asarray(numerators, dtype=float), np.asarray(denominators, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError("pass one numerator and one denominator per cluster (at least one cluster)")
+    if b.sum() == 0:
+        raise ValueError("the denominators sum to 0: the ratio is undefined")
+    value = float(a.sum() / b.sum())
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, a.size, size=(resamples, a.size))
+    sums = b[picks].sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        draws = a[picks].sum(1) / sums
+    draws = draws[sums > 0]
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(draws, [alpha, 1 - alpha]) if draws.size else (value, value)
+    return Estimate(value, float(low), float(high), int(a.size), "cluster_bootstrap")

@@ -2,18 +2,23 @@
 
 For a residual feature active at a token (the target), its matched predecessors that are active at
 the same token are rescaled with h <- h + (r - 1)·a·v (`RescaleFeatures`, r = 0 removes them) at
-their own sites and only at that token; then the target's activation is read again.
-
-    success rate       = (targets deactivated, z_new = 0) / (targets with an active predecessor)
-    activation change  = 1 - z_new / z_old, averaged over the same targets
+their own sites and only at that token; then the target's activation z is read again.
 
 Protocol: ``tokens_per_text`` random tokens per text (first token skipped), at each layer up to
 ``max_targets`` active target features sampled among those with an active top-1 predecessor (the
-"From nowhere" ones are excluded, as in the paper); every strategy (`groups.DEACTIVATION_STRATEGIES`) is
-evaluated on the same targets. ``exhaustive`` (optional, costly) tries every active feature of
-each predecessor site alone, keeps per site the one that lowers the target most, and rescales
-those together: a greedy "best one feature per site" reference (this digest's reading of the
-paper's exhaustive search, whose exact definition is not given).
+"From nowhere" ones are excluded, as in the paper). Every strategy (`groups.DEACTIVATION_STRATEGIES`)
+gets a `Record` for every sampled target, also when it finds no active predecessor (then it edits nothing
+and z_new = z_old), so all strategies are summarized on one set of targets
+(`flowsteer.flow.deactivation_summary`).
+
+The first ``search_targets`` targets of each layer and token also get two searches
+(`flowsteer.flow.subsets`), recorded as strategies:
+
+- ``greedy``: every active feature of each predecessor site removed alone; per site the one that lowers
+  the target most is kept, and the kept ones (at most one per site) are removed together;
+- ``exhaustive``: every non-empty subset of at most ``max_subset`` features of the pool (the active
+  features among each predecessor site's ``top_m`` matches of the target) is removed; the subset with the
+  lowest z_new is kept. Exhaustive over that space only; ``pool`` and ``tried`` are on its record.
 
 Each text's tokens are cut after the edited token and only the block that computes the target
 runs (`run_from_layer`), with all edits of one token batched as rows. The r sweep (`rescale_sweep`)
@@ -23,16 +28,19 @@ next-token loss over the ``horizon`` tokens from the edited one on, (L_new - L_o
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import torch
+from jaxtyping import Float, Int
+from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from flowsteer.evals.capability import token_nll
 from flowsteer.flow.groups import BITS, DEACTIVATION_STRATEGIES, GROUP_OF_BITS, GROUPS, candidates
 from flowsteer.flow.scores import LayerScores
+from flowsteer.flow.subsets import Edit, SearchResult, exhaustive_search, greedy_search
 from flowsteer.flow.tokens import Corpus, sample_positions, token_batches
 from flowsteer.flow.topology import stream_position
 from flowsteer.patching import Patch, TokenBatch, cache_sites
@@ -40,7 +48,7 @@ from flowsteer.patching.features import RescaleFeatures
 from flowsteer.patching.run import run_from_layer
 from flowsteer.sites import Site
 
-Edit = dict[Site, list[int]]  # features to rescale at each predecessor site
+SEARCHES = ("greedy", "exhaustive")
 
 
 @dataclass
@@ -53,12 +61,19 @@ class Record:
     position: int
     group: str  # under top-1 matching
     strategy: str
-    edited: int  # predecessor features rescaled (0: none active, the target does not count)
+    edited: int  # predecessor features rescaled (0: none active; the target stays as it was)
     r: float
     z_old: float
     z_new: float
     loss_old: float | None = None
     loss_new: float | None = None
+    pool: int = 0  # searches: candidate features (exhaustive: its pool; greedy: active features tried)
+    tried: int = 0  # searches: edits evaluated
+
+    @property
+    def key(self) -> tuple[str, int, int, int]:
+        """The (target, token): site, feature, text, position."""
+        return (self.site, self.feature, self.text, self.position)
 
     @property
     def deactivated(self) -> bool:
@@ -145,6 +160,17 @@ def _texts(model, corpus, max_tokens):
         yield i, batch.tokens[:, batch.attention_mask[0].bool()]
 
 
+def _pool(acts: dict[str, torch.Tensor], layer: LayerScores, target: int, top_m: int) -> list[tuple[Site, int]]:
+    """Active features among each predecessor site's ``top_m`` matches of ``target``."""
+    pool = []
+    for key, pred in layer.predecessors.items():
+        top = layer.matches[key].indices
+        if top.shape[1] < top_m:
+            raise ValueError(f"the exhaustive pool needs layer scores with k >= {top_m}, got k = {top.shape[1]}")
+        pool += [(pred, int(j)) for j in top[target, :top_m].tolist() if j >= 0 and acts[key][j] > 0]
+    return sorted(set(pool))
+
+
 @torch.no_grad()
 def deactivation_records(
     model: HookedTransformer,
@@ -156,15 +182,18 @@ def deactivation_records(
     r: float = 0.0,
     tokens_per_text: int = 5,
     max_targets: int = 25,
-    exhaustive: int = 0,
+    search_targets: int = 0,
+    top_m: int = 5,
+    max_subset: int = 3,
     max_tokens: int = 128,
     seed: int = 0,
 ) -> list[Record]:
-    """Table-1 experiment: a `Record` per target feature and strategy (see the module docstring).
+    """Table-1 experiment: a `Record` per sampled target and strategy (see the module docstring).
 
-    ``scores``: `layer_scores` of the target layers with k >= 5 (and `add_permutations` when
-    ``permutation`` is among the strategies). ``exhaustive``: targets per layer and token that also
-    get the exhaustive reference (0 = none).
+    ``scores``: `layer_scores` of the target layers with k >= 5 and >= ``top_m`` (and `add_permutations`
+    when ``permutation`` is among the strategies). ``search_targets``: targets per layer and token that
+    also get the ``greedy`` and ``exhaustive`` searches (0 = none); ``top_m`` and ``max_subset`` define
+    the exhaustive search's space.
     """
     for strategy in strategies:
         if strategy not in DEACTIVATION_STRATEGIES:
@@ -186,6 +215,7 @@ def deactivation_records(
                 }
                 z = encode[site]
                 acts = {key: encode[pred] for key, pred in layer.predecessors.items()}
+                args = (tokens[:, : position + 1], clean[Site(start, "resid_pre")][:, : position + 1])
                 rows, meta = [], []
                 for number, (feature, group) in enumerate(_targets(z, acts, layer, max_targets, gen)):
                     base = Record(str(site), feature, text, position, GROUPS[group], "", 0, r, float(z[feature]), 0.0)
@@ -198,40 +228,46 @@ def deactivation_records(
                             meta.append(record)
                         else:
                             record.z_new = record.z_old
-                    if number < exhaustive:
-                        records.append(
-                            _exhaustive(model, saes, tokens, clean, site, layer, start, position, base, acts, r)
-                        )
+                    if number < search_targets:
+                        evaluate = target_evaluator(model, saes, *args, site, position, feature, r)
+                        per_site = {pred: acts[key].nonzero().flatten().tolist() for key, pred in
+                                    layer.predecessors.items()}
+                        pool = _pool(acts, layer, feature, top_m)
+                        greedy = greedy_search(per_site, evaluate, base.z_old)
+                        exhaustive = exhaustive_search(pool, evaluate, base.z_old, max_size=max_subset)
+                        records.append(_searched(base, "greedy", greedy, sum(map(len, per_site.values()))))
+                        records.append(_searched(base, "exhaustive", exhaustive, len(pool)))
                 if rows:
-                    args = (tokens[:, : position + 1], clean[Site(start, "resid_pre")][:, : position + 1])
                     new, _ = _run_rows(model, saes, *args, site, start, position, rows)
                     for i, record in enumerate(meta):
                         record.z_new = float(new[i, record.feature])
     return records
 
 
-def _exhaustive(model, saes, tokens, clean, site, layer, start, position, base, acts, r) -> Record:
-    """Greedy best single feature per predecessor site, then those rescaled together."""
-    singles = [
-        ({pred: [j]}, r) for key, pred in layer.predecessors.items() for j in acts[key].nonzero().flatten().tolist()
-    ]
-    args = (tokens[:, : position + 1], clean[Site(start, "resid_pre")][:, : position + 1])
-    best: dict[Site, tuple[float, int]] = {}
-    for chunk in range(0, len(singles), 256):
-        rows = singles[chunk : chunk + 256]
-        new, _ = _run_rows(model, saes, *args, site, start, position, rows)
-        for (edit, _), value in zip(rows, new[:, base.feature].tolist(), strict=True):
-            ((pred, (j,)),) = edit.items()
-            if value < base.z_old and (pred not in best or value < best[pred][0]):
-                best[pred] = (value, j)
-    edit = {pred: [j] for pred, (_, j) in best.items()}
-    record = replace(base, strategy="exhaustive", edited=len(edit))
-    if edit:
-        new, _ = _run_rows(model, saes, *args, site, start, position, [(edit, r)])
-        record.z_new = float(new[0, base.feature])
-    else:
-        record.z_new = record.z_old
-    return record
+def target_evaluator(
+    model: HookedTransformer,
+    saes: Mapping[Site, object],
+    tokens: Int[Tensor, "1 pos"],
+    resid_pre: Float[Tensor, "1 pos d_model"],
+    site: Site,
+    position: int,
+    feature: int,
+    r: float,
+) -> Callable[[Sequence[Edit]], Float[Tensor, " rows"]]:
+    """``evaluate(edits)``: the activation of ``feature`` of the SAE at ``site`` at ``position`` after each edit
+    (its features rescaled by ``r`` at ``position``), from ``resid_pre`` (the residual stream entering the
+    target's block, cut after ``position`` like ``tokens``); what the searches of `flowsteer.flow.subsets` call."""
+    start = _start_block(site)
+
+    def evaluate(edits: Sequence[Edit]) -> Float[Tensor, " rows"]:
+        new, _ = _run_rows(model, saes, tokens, resid_pre, site, start, position, [(edit, r) for edit in edits])
+        return new[:, feature]
+
+    return evaluate
+
+
+def _searched(base: Record, strategy: str, found: SearchResult, pool: int) -> Record:
+    return replace(base, strategy=strategy, edited=found.size, z_new=found.z_new, pool=pool, tried=found.tried)
 
 
 @torch.no_grad()
@@ -305,58 +341,3 @@ def _next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, position: int) 
     """Mean cross-entropy of predicting tokens position+1 ... end, per row."""
     tokens = tokens[:1].to(logits.device).expand(len(logits), -1)
     return token_nll(logits, tokens)[:, position:].mean(1).float().cpu()
-
-
-def summarize(records: Sequence[Record]) -> dict:
-    """Per strategy (and per target site): targets with an active predecessor, success rate and mean
-    activation change over them (the paper's definitions), how many targets had no active
-    predecessor under that strategy, and the success rate over all sampled targets."""
-
-    def stats(selected: list[Record]) -> dict:
-        counted = [rec for rec in selected if rec.edited]
-        if not counted:
-            return {
-                "targets": 0,
-                "no_active_predecessor": len(selected),
-                "success_rate": None,
-                "mean_activation_change": None,
-                "success_rate_all_targets": 0.0 if selected else None,
-            }
-        return {
-            "targets": len(counted),
-            "no_active_predecessor": len(selected) - len(counted),
-            "success_rate": sum(rec.deactivated for rec in counted) / len(counted),
-            "mean_activation_change": sum(rec.activation_change for rec in counted) / len(counted),
-            # targets without an active predecessor count as failures here, so strategies compare on one base
-            "success_rate_all_targets": sum(rec.deactivated for rec in counted) / len(selected),
-        }
-
-    out = {}
-    for strategy in dict.fromkeys(rec.strategy for rec in records):
-        mine = [rec for rec in records if rec.strategy == strategy]
-        sites = sorted({rec.site for rec in mine}, key=lambda s: Site.parse(s).order)
-        out[strategy] = stats(mine) | {"per_site": {s: stats([rec for rec in mine if rec.site == s]) for s in sites}}
-    return out
-
-
-def sweep_summary(records: Sequence[Record]) -> dict:
-    """Per r (and per top-1 group): mean activation change, share deactivated, mean relative loss change."""
-
-    def stats(selected: list[Record]) -> dict:
-        return {
-            "targets": len(selected),
-            "activation_change": sum(rec.activation_change for rec in selected) / len(selected),
-            "deactivated": sum(rec.deactivated for rec in selected) / len(selected),
-            "relative_loss_change": sum((rec.loss_new - rec.loss_old) / rec.loss_old for rec in selected)
-            / len(selected),
-        }
-
-    counted = [rec for rec in records if rec.edited]
-    out = {}
-    for r in sorted({rec.r for rec in counted}):
-        mine = [rec for rec in counted if rec.r == r]
-        groups = {
-            g: stats([rec for rec in mine if rec.group == g]) for g in GROUPS if any(rec.group == g for rec in mine)
-        }
-        out[str(r)] = stats(mine) | {"per_group": groups}
-    return out

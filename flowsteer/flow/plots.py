@@ -118,37 +118,58 @@ def plot_transition(matrix: np.ndarray, path: str | Path) -> Path:
     return _save(figure, path)
 
 
+def _value(cell) -> tuple[float, float, float]:
+    """(value, low, high) of an `Estimate` dict (a bare number has a zero-width interval)."""
+    if isinstance(cell, Mapping):
+        return cell["value"], cell["low"], cell["high"]
+    return float(cell), float(cell), float(cell)
+
+
 def plot_deactivation(summary: Mapping[str, Mapping], paper: Mapping[str, Mapping], path: str | Path) -> Path:
-    """Success rate and mean activation change per strategy, with the paper's Table 1 as reference lines."""
-    strategies = [s for s in summary if summary[s]["targets"]]
-    figure = Figure(figsize=(8, 3.6), layout="constrained")
+    """Success rate and mean activation change per strategy with 95% intervals, one bar group per target set
+    (every strategy of a set on the same targets; n in the legend), the paper's Table 1 as reference lines."""
+    sets = [name for name in ("all_targets", "common_targets", "searched_targets") if summary.get(name)]
+    strategies = list(dict.fromkeys(s for name in sets for s in summary[name]))
+    figure = Figure(figsize=(10, 4.4), layout="constrained")
     axes = figure.subplots(1, 2)
+    width = 0.8 / max(len(sets), 1)
     for ax, metric, name in (
-        (axes[0], "success_rate", "success rate"),
-        (axes[1], "mean_activation_change", "mean activation change"),
+        (axes[0], "success_rate", "success rate (activation 0 after the edit)"),
+        (axes[1], "mean_activation_change", "mean activation change (1 - z_new/z_old)"),
     ):
-        values = [summary[s][metric] for s in strategies]
-        ax.bar(range(len(strategies)), values, color="tab:blue")
+        for j, target_set in enumerate(sets):
+            table = summary[target_set]
+            xs = [i + (j - (len(sets) - 1) / 2) * width for i, s in enumerate(strategies) if s in table]
+            cells = [_value(table[s][metric]) for s in strategies if s in table]
+            values = np.array([c[0] for c in cells])
+            errors = np.array([[c[0] - c[1] for c in cells], [c[2] - c[0] for c in cells]])
+            n = next(iter(table.values()))["n"]
+            ax.bar(xs, values, width, yerr=errors, capsize=2, color=f"C{j}",
+                   label=f"{target_set.replace('_', ' ')} (n = {n})")
         ax.set_xticks(range(len(strategies)), strategies, rotation=20, fontsize=8)
         for i, (label, row) in enumerate(paper.items()):
-            ax.axhline(row[metric], ls="--", lw=1, color=f"C{i + 1}", label=f"paper: {label}")
+            ax.axhline(row[metric], ls="--", lw=1, color=f"C{i + 4}", label=f"paper: {label}")
         ax.set_ylim(0, 1)
         ax.set_title(name, fontsize=9)
-    axes[0].legend(fontsize=7, loc="upper right")
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=7)
     return _save(figure, path)
 
 
 def plot_sweep(sweep: Mapping[str, Mapping], path: str | Path) -> Path:
-    """Activation change, share deactivated and relative loss change against r."""
+    """Activation change, share deactivated and relative loss change against r (all targets with 95% intervals,
+    and per top-1 group)."""
     rs = sorted(sweep, key=float)
     x = [float(r) for r in rs]
     figure = Figure(figsize=(10, 3.4), layout="constrained")
     axes = figure.subplots(1, 3)
     for ax, metric in zip(axes, ("activation_change", "deactivated", "relative_loss_change"), strict=True):
-        ax.plot(x, [sweep[r][metric] for r in rs], "o-", label="all")
+        cells = np.array([_value(sweep[r][metric]) for r in rs])
+        ax.plot(x, cells[:, 0], "o-", label="all")
+        ax.fill_between(x, cells[:, 1], cells[:, 2], alpha=0.25, label="95% interval")
         groups = sorted({g for r in rs for g in sweep[r]["per_group"]}, key=GROUPS.index)
         for group in groups:
-            ys = [sweep[r]["per_group"].get(group, {}).get(metric, np.nan) for r in rs]
+            ys = [_value(sweep[r]["per_group"][group][metric])[0] if group in sweep[r]["per_group"] else np.nan
+                  for r in rs]
             ax.plot(x, ys, ".--", lw=0.8, label=group)
         ax.set_xlabel("r")
         ax.set_title(metric.replace("_", " "), fontsize=9)
