@@ -10,12 +10,14 @@ with the same number of settings, chosen on val by B×C and reported once on tes
 SAEs: the demo's default bank (TopK, width 2304, k = 32, res/mlp/att at layers 8-12; `flowsteer.saes.default_bank`,
 trained once and cached), not the 30-layer flow bank of analyses/steering_*.py, which takes far longer to train.
 
-    python analyses/steering_protocol.py            # writes analyses/results/steering_protocol.json and .md
+    python analyses/steering_protocol.py                     # writes analyses/results/steering_protocol.json and .md
+    python analyses/steering_protocol.py --themes wedding    # one theme per job; themes already done are kept
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -95,6 +97,14 @@ def main() -> None:
         "budget": settings.budget,
         "themes": {},
     }
+    previous = Path(args.out + ".json")
+    if previous.is_file():  # one job per theme: keep the themes done before under the same settings and splits
+        done = json.loads(previous.read_text())
+        if all(done.get(key) == json.loads(json.dumps(report[key])) for key in ("settings", "splits", "bank", "model")):
+            report["themes"] = {t: r for t, r in done["themes"].items() if t not in args.themes}
+            report["seconds_before"] = done.get("seconds", 0) + done.get("seconds_before", 0)
+        else:
+            log("the previous results used other settings, splits or SAEs: starting afresh")
     for i, theme in enumerate(args.themes):
         steering = prepare_theme(model, bank, splits, theme)
         log(f"{theme}: seed {steering.seed}, graph {len(steering.graph)} nodes over {steering.graph.span}")
@@ -105,6 +115,8 @@ def main() -> None:
         report["seconds"] = time.perf_counter() - start
         write_json(Path(args.out + ".json"), report)
         log(f"{theme} done\n" + markdown_table(report["themes"][theme]))
+    report["themes"] = {t: report["themes"][t] for t in THEMES + tuple(args.themes) if t in report["themes"]}
+    write_json(Path(args.out + ".json"), report)
     Path(args.out + ".md").write_text(markdown(report))
     log(f"wrote {args.out}.json and .md")
 
