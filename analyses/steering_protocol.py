@@ -8,7 +8,8 @@ with the same number of settings, chosen on val by B×C and reported once on tes
 (`flowsteer.steering.protocol`).
 
 SAEs: the demo's default bank (TopK, width 2304, k = 32, res/mlp/att at layers 8-12; `flowsteer.saes.default_bank`,
-trained once and cached), not the 30-layer flow bank of analyses/steering_*.py, which takes far longer to train.
+trained once and cached; ``--bank-tokens``/``--bank-passes`` train it on less), not the 30-layer flow bank of
+analyses/steering_*.py, which takes far longer to train.
 
     python analyses/steering_protocol.py                     # writes analyses/results/steering_protocol.json and .md
     python analyses/steering_protocol.py --themes wedding    # one theme per job; themes already done are kept
@@ -21,7 +22,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's flowsteer, wherever run from
@@ -31,6 +32,7 @@ import torch  # noqa: E402
 from flowsteer.models import load_model  # noqa: E402
 from flowsteer.paths import write_json  # noqa: E402
 from flowsteer.saes import default_bank  # noqa: E402
+from flowsteer.saes.default import DEFAULT_CONFIG  # noqa: E402
 from flowsteer.steering import load_themes, typical_activations  # noqa: E402
 from flowsteer.steering.evaluate import SteeringScorer  # noqa: E402
 from flowsteer.steering.protocol import (  # noqa: E402
@@ -72,6 +74,9 @@ def main() -> None:
     parser.add_argument("--samples-test", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=24)
     parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--bank-tokens", type=int, default=DEFAULT_CONFIG.tokens,
+                        help="SAE training tokens per site (default: the demo bank's)")
+    parser.add_argument("--bank-passes", type=int, default=DEFAULT_CONFIG.passes)
     parser.add_argument("--out", default=str(RESULTS / "steering_protocol"))
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("STEER_THREADS", 1)))
@@ -79,7 +84,7 @@ def main() -> None:
     log = lambda message: print(f"[{time.perf_counter() - start:6.0f}s] {message}", flush=True)  # noqa: E731
 
     model = load_model(device="cpu")
-    bank = default_bank(model)
+    bank = default_bank(model, config=replace(DEFAULT_CONFIG, tokens=args.bank_tokens, passes=args.bank_passes))
     units = typical_activations(model, bank)
     log(f"bank {bank.info.get('path')}: {len(bank)} SAEs; units measured")
     splits = steering_splits(load_themes(), load_prompts(), n_val=args.val_prompts, n_test=args.test_prompts,
@@ -90,6 +95,7 @@ def main() -> None:
     report = {
         "model": str(model.cfg.model_name),
         "bank": {"path": bank.info.get("path"), "sites": [str(s) for s in sorted(bank)],
+                 "tokens": args.bank_tokens, "passes": args.bank_passes,
                  "metrics": bank.info.get("metrics")},
         "splits": {**splits.sizes(), "val": splits.val, "test": splits.test},
         "classifier": classifier_check(classifier, splits),
@@ -128,7 +134,8 @@ def markdown(report: dict) -> str:
         "# Theme steering under the comparison protocol",
         "",
         f"Model {report['model']}; SAEs: {len(report['bank']['sites'])} TopK SAEs at "
-        f"{report['bank']['sites'][0]} … {report['bank']['sites'][-1]} (the demo's default bank). "
+        f"{report['bank']['sites'][0]} … {report['bank']['sites'][-1]} (the demo's default bank's sites, width and k, "
+        f"trained on {report['bank']['tokens']:,} tokens x {report['bank']['passes']} passes per site). "
         f"Budget: {report['budget']} settings per contender, chosen on {report['splits']['val_prompts']} val prompts "
         f"x {s['samples_val']} samples by B×C, reported once on {report['splits']['test_prompts']} test prompts x "
         f"{s['samples_test']} samples with a fresh seed; {s['max_new_tokens']} new tokens, top-p {s['top_p']}, "
