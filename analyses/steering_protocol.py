@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 from flowsteer.models import load_model  # noqa: E402
 from flowsteer.paths import write_json  # noqa: E402
-from flowsteer.saes import default_bank  # noqa: E402
+from flowsteer.saes import SAEBank, default_bank  # noqa: E402
 from flowsteer.saes.default import DEFAULT_CONFIG  # noqa: E402
 from flowsteer.steering import load_themes, typical_activations  # noqa: E402
 from flowsteer.steering.evaluate import SteeringScorer  # noqa: E402
@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--bank-tokens", type=int, default=DEFAULT_CONFIG.tokens,
                         help="SAE training tokens per site (default: the demo bank's)")
     parser.add_argument("--bank-passes", type=int, default=DEFAULT_CONFIG.passes)
+    parser.add_argument("--bank", help="an existing SAE bank folder to use instead of the demo bank")
     parser.add_argument("--out", default=str(RESULTS / "steering_protocol"))
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("STEER_THREADS", 1)))
@@ -84,7 +85,11 @@ def main() -> None:
     log = lambda message: print(f"[{time.perf_counter() - start:6.0f}s] {message}", flush=True)  # noqa: E731
 
     model = load_model(device="cpu")
-    bank = default_bank(model, config=replace(DEFAULT_CONFIG, tokens=args.bank_tokens, passes=args.bank_passes))
+    if args.bank:
+        bank = SAEBank.load(args.bank, model)
+        bank.info["path"] = args.bank
+    else:
+        bank = default_bank(model, config=replace(DEFAULT_CONFIG, tokens=args.bank_tokens, passes=args.bank_passes))
     units = typical_activations(model, bank)
     log(f"bank {bank.info.get('path')}: {len(bank)} SAEs; units measured")
     splits = steering_splits(load_themes(), load_prompts(), n_val=args.val_prompts, n_test=args.test_prompts,
@@ -95,8 +100,8 @@ def main() -> None:
     report = {
         "model": str(model.cfg.model_name),
         "bank": {"path": bank.info.get("path"), "sites": [str(s) for s in sorted(bank)],
-                 "tokens": args.bank_tokens, "passes": args.bank_passes,
-                 "metrics": bank.info.get("metrics")},
+                 "tokens": None if args.bank else args.bank_tokens, "passes": None if args.bank else args.bank_passes,
+                 "metrics": bank.info.get("metrics"), "training": bank.info.get("training")},
         "splits": {**splits.sizes(), "val": splits.val, "test": splits.test},
         "classifier": classifier_check(classifier, splits),
         "settings": asdict(settings),
@@ -134,8 +139,9 @@ def markdown(report: dict) -> str:
         "# Theme steering under the comparison protocol",
         "",
         f"Model {report['model']}; SAEs: {len(report['bank']['sites'])} TopK SAEs at "
-        f"{report['bank']['sites'][0]} … {report['bank']['sites'][-1]} (the demo's default bank's sites, width and k, "
-        f"trained on {report['bank']['tokens']:,} tokens x {report['bank']['passes']} passes per site). "
+        ", ".join(report["bank"]["sites"]) + (f" ({report['bank']['path']})" if report["bank"]["tokens"] is None else
+        f" (the demo's default bank's sites, width and k, trained on {report['bank']['tokens']:,} tokens x "
+        f"{report['bank']['passes']} passes per site)") + ". "
         f"Budget: {report['budget']} settings per contender, chosen on {report['splits']['val_prompts']} val prompts "
         f"x {s['samples_val']} samples by B×C, reported once on {report['splits']['test_prompts']} test prompts x "
         f"{s['samples_test']} samples with a fresh seed; {s['max_new_tokens']} new tokens, top-p {s['top_p']}, "
