@@ -184,3 +184,32 @@ def actadd_patches(
     """Activation addition h ← h + coeff·r at one layer's ``kind`` (r unnormalised: coeff −1 removes the
     mean difference, +1 adds it)."""
     return [Patch(Site(layer, kind), AddVector(direction, coeff), positions)]
+
+
+@torch.no_grad()
+def mean_token_activation(
+    model: HookedTransformer, texts: Sequence[str], site: Site | str, *, batch_size: int = 16
+) -> Float[Tensor, " d_model"]:
+    """Mean activation at ``site`` over every token of ``texts`` but each text's first (the attention sink) and the
+    padding, accumulated in float64 (returned float32)."""
+    if not texts:
+        raise ValueError("mean_token_activation needs at least one text")
+    site = Site.parse(site) if isinstance(site, str) else site
+    total, count = torch.zeros(model.cfg.d_model, dtype=torch.float64), 0
+    for batch in encode(model, list(texts)).split(batch_size):
+        acts = cache_sites(model, batch, [site])[site]
+        keep = (batch.positions >= 1).to(acts.device)
+        total += (acts.double() * keep[..., None]).sum((0, 1)).cpu()
+        count += int(keep.sum())
+    if count == 0:
+        raise ValueError("the texts have no token after their first")
+    return (total / count).float()
+
+
+def text_mean_difference(
+    model: HookedTransformer, positive: Sequence[str], negative: Sequence[str], site: Site | str, **options
+) -> Float[Tensor, " d_model"]:
+    """A steering vector from two text sets (ActAdd / mean-difference steering from, e.g., a theme's texts vs all
+    other texts): mean token activation at ``site`` over ``positive`` minus that over ``negative``."""
+    return mean_token_activation(model, positive, site, **options) - mean_token_activation(model, negative, site,
+                                                                                         **options)
