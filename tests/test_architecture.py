@@ -17,7 +17,7 @@ import flowsteer
 ROOT = Path(flowsteer.__file__).resolve().parent
 # Lowest first: a package may import only packages at its own rank or below (same rank: no edge either way).
 LAYERS = [
-    {"flowsteer", "sites", "paths", "resources", "display"},
+    {"flowsteer", "sites", "paths", "resources", "display", "extras"},
     {"models"},
     {"patching"},
     {"evals", "data"},

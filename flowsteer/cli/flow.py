@@ -48,7 +48,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         default="chance",
         help="per-layer threshold rule for the classes (default chance)",
     )
-    parser.add_argument("--weights", choices=["decoder", "encoder", "both"], default="decoder")
+    parser.add_argument("--weights", choices=["decoder", "encoder", "both"], default="decoder",
+                        help="SAE weights whose cosine matches features (default decoder)")
     parser.add_argument("--no-backward", action="store_true", help="only follow the feature forward")
     parser.add_argument("--no-forward", action="store_true", help="only follow the feature backward")
     parser.add_argument("--labels", default=None, help="folder of feature labels (read, or written with --corpus)")
@@ -117,7 +118,7 @@ def _stats(args: argparse.Namespace, saes) -> int:
     if len(args.out) != 1:
         raise ValueError("--stats writes into one folder: give a single --out DIR")
     folder = Path(args.out[0])
-    result = stats.flow_statistics(saes, weights=args.weights)
+    result = stats.flow_statistics(saes, weights=args.weights, progress=not args.quiet)
     paths = stats.save(result, folder)
     paths["scores_figure"] = plots.plot_scores(result, folder / "flow_scores.png")
     paths["classes_figure"] = plots.plot_class_shares(result, folder / "flow_classes.png")
