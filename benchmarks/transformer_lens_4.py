@@ -81,6 +81,8 @@ def probe_bridge(hf, tokenizer, bridge) -> torch.Tensor:
     check("enable_compatibility_mode", lambda: bridge.enable_compatibility_mode() or "done")
     check("legacy_hook_names_present_in_compatibility_mode", lambda: all(name in bridge.hook_dict for name in names))
     check("logits_vs_hf_compatibility_mode_max_abs_diff", lambda: max_diff(bridge(ids), hf(ids).logits))
+    check("log_probs_vs_hf_compatibility_mode_max_abs_diff",
+          lambda: max_diff(bridge(ids).log_softmax(-1), hf(ids).logits.log_softmax(-1)))
     fields = ("n_layers", "d_model", "n_ctx", "d_vocab", "device", "model_name", "normalization_type",
               "output_logits_soft_cap", "original_architecture", "default_prepend_bos")
     check("cfg_fields", lambda: {k: str(getattr(bridge.cfg, k, "MISSING")) for k in fields})
@@ -107,6 +109,7 @@ def probe_bridge(hf, tokenizer, bridge) -> torch.Tensor:
     return ids
 
 
+@torch.no_grad()
 def probe_flowsteer(bridge, ids: torch.Tensor) -> None:
     """flowsteer's patching API on the bridge, with stand-ins for the names TransformerLens 4 removed."""
     tl.HookedTransformer = TransformerBridge  # module __getattr__ raises only for names not set
@@ -130,7 +133,8 @@ def probe_flowsteer(bridge, ids: torch.Tensor) -> None:
                            fs.run_with_patches(bridge, ["Hello world"])))
     check("cache_sites_five_kinds", lambda: {str(site): list(act.shape) for site, act in fs.cache_sites(
         bridge, ["Hello world"], ["1/res", "1/mlp", "1/att", "1/pre", "1/mid"]).items()})
-    check("run_with_patches_left_padded_batch", lambda: list(fs.run_with_patches(bridge, ["Hi", "Hello world"]).shape))
+    check("left_padded_row_vs_alone_last_logits_max_abs_diff", lambda: max_diff(
+        fs.run_with_patches(bridge, ["Hi", "Hello world"])[0, -1], fs.run_with_patches(bridge, ["Hi"])[0, -1]))
     check("run_with_patches_last_position",
           lambda: list(fs.run_with_patches(bridge, ["Hi", "Hello world"], last_position=True).shape))
     check("interchange", lambda: list(fs.interchange(bridge, base=["The cat"], source=["The dog"], patches=[
