@@ -77,7 +77,7 @@ def _labels(args: argparse.Namespace, saes):
         return FeatureLabels.load(args.labels) if args.labels else None
     folder = Path(args.labels) if args.labels else Path(args.saes) / "labels"
     texts = read_texts(args.corpus)
-    return load_or_compute(folder, load_model_from(args), saes, texts, key=texts_key(texts))
+    return load_or_compute(folder, load_model_from(args), saes, texts, key=texts_key(texts), progress=not args.quiet)
 
 
 def run(args: argparse.Namespace) -> int:
