@@ -76,7 +76,7 @@ def ce_losses(
 ) -> dict[str, dict[str, float]]:
     """Clean, SAE-spliced and zero-ablated next-token CE per site, and the loss recovered (``bar``, if given, is
     advanced once per forward pass)."""
-    bar = bar or tqdm(disable=True)
+    bar = tqdm(disable=True) if bar is None else bar
     sites = list(sites or bank.sites)
     positions = list(range(skip_positions, chunks.shape[1]))
     totals = {"clean": 0.0, **{f"{s}/sae": 0.0 for s in sites}, **{f"{s}/zero": 0.0 for s in sites}}
