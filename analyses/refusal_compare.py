@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def compare_part(model, reference, prompts, args) -> None:
     settings = BypassSettings(steps=args.steps, flow_steps=args.flow_steps)
     judge = BypassJudge(reference, default_calibration(reference))
     result = compare_bypass(model, prompts, direction, judge, settings=settings, max_new_tokens=args.max_new_tokens,
-                            n_paragraphs=args.paragraphs, seed=args.seed, log=lambda m: print(m, flush=True))
+                            n_paragraphs=args.paragraphs, seed=args.seed)
     result |= {"analysis": "refusal bypass under the comparison protocol", "model_build": model_build(),
                "script": "analyses/refusal_compare.py --part compare", "total_seconds": time.perf_counter() - start}
     write_json(RESULTS / "refusal_compare.json", result)
@@ -160,6 +161,7 @@ def _cell(estimate: dict) -> str:
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the protocol's selection scores
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=["compare", "sweep"], required=True)
     parser.add_argument("--n-train", type=int, default=64, help="training prompts per label")

@@ -76,16 +76,22 @@ if TYPE_CHECKING:
     from flowsteer.steering import FeatureSteerer, compare_steering, diff_in_means
 
 
+# Subpackages reachable as attributes (``fs.steering.load_themes()``), imported on first use.
+_SUBPACKAGES = ("saes", "flow", "steering", "invertible", "evals", "refusal", "data")
+
+
 def __getattr__(name: str):
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"flowsteer.{name}")  # importing binds it on the package
     raise AttributeError(f"module 'flowsteer' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
+    return sorted([*__all__, *_SUBPACKAGES])
 
 
 __all__ = [

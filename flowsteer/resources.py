@@ -1,8 +1,8 @@
 """Files flowsteer reads at run time: the project's top-level ``data/`` folder, shipped inside the wheel.
 
-A built wheel carries ``data/`` as the package ``flowsteer._data`` (mapped in pyproject.toml), read through
-``importlib.resources``; a source checkout reads the folder itself. ``$FLOWSTEER_DATA`` points at another
-folder of the same layout (your own prompt sets).
+A built wheel carries ``data/`` as ``flowsteer/_data`` (mapped in setup.py), found through ``importlib.resources``;
+a source checkout, editable installs included, reads the folder itself. ``$FLOWSTEER_DATA`` points at another folder
+of the same layout (your own prompt sets).
 """
 
 from __future__ import annotations
@@ -17,16 +17,13 @@ class DataMissing(FileNotFoundError):
 
 
 def data_dir() -> Path:
-    """The folder holding ``refusal/``, ``themes/``, ``organisms/`` ...: ``$FLOWSTEER_DATA`` if set, else the
-    installed package's data, else the source checkout's ``data/``."""
+    """The folder holding ``refusal/``, ``themes/``, ``judge/`` ...: ``$FLOWSTEER_DATA`` if set, else the
+    installed wheel's ``flowsteer/_data``, else the source checkout's ``data/``."""
     root = os.environ.get("FLOWSTEER_DATA")
     if root:
         return Path(root)
-    try:
-        shipped = importlib.resources.files("flowsteer._data")
-    except ModuleNotFoundError:
-        shipped = None
-    if shipped is not None and shipped.is_dir():
+    shipped = importlib.resources.files("flowsteer") / "_data"
+    if shipped.is_dir():
         return Path(str(shipped))
     return Path(__file__).resolve().parents[1] / "data"
 

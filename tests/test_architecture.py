@@ -17,7 +17,7 @@ import flowsteer
 ROOT = Path(flowsteer.__file__).resolve().parent
 # Lowest first: a package may import only packages at its own rank or below (same rank: no edge either way).
 LAYERS = [
-    {"flowsteer", "sites", "paths", "resources", "display"},
+    {"flowsteer", "sites", "paths", "resources", "display", "extras"},
     {"models"},
     {"patching"},
     {"evals", "data"},
@@ -111,6 +111,39 @@ def test_hooks_and_batching_live_only_in_the_patching_api():
             if hook_calls.search(line) or hand_batching.search(line):
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not offenders, "hooks or hand batching outside flowsteer/patching: " + "; ".join(offenders)
+
+
+def test_transformer_lens_internals_live_only_in_models():
+    """Outside ``flowsteer/models`` TransformerLens is reached through ``HookedTransformer``'s type and public calls
+    only; hook points, the forward pass in pieces, the key-value cache, the model's tail and its weights go through
+    `flowsteer.models.tl` (the one place a TransformerLens 4 port rewrites)."""
+    internals = re.compile(r"\bmodel\.(hook_dict|mod_dict|ln_final|unembed|W_U|W_E|W_pos|blocks)\b|past_kv_cache"
+                           r"|normalization_type|output_logits_soft_cap")
+    offenders = []
+    for path in ROOT.rglob("*.py"):
+        if path.relative_to(ROOT).parts[0] == "models":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("transformer_lens"):
+                if node.module != "transformer_lens" or [a.name for a in node.names] != ["HookedTransformer"]:
+                    offenders.append(f"{path.relative_to(ROOT)}: from {node.module} import ...")
+            elif isinstance(node, ast.Import) and any(a.name.startswith("transformer_lens") for a in node.names):
+                offenders.append(f"{path.relative_to(ROOT)}: import transformer_lens")
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if internals.search(line):
+                offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not offenders, "TransformerLens internals outside flowsteer/models: " + "; ".join(offenders)
+
+
+def test_library_code_logs_instead_of_printing():
+    """Only the command line and the demo's report print; the library logs (``logging``) and shows tqdm bars."""
+    offenders = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in ROOT.rglob("*.py") if path.relative_to(ROOT).parts[0] not in ("cli", "demo")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Name) and node.id == "print"
+    ]
+    assert not offenders, f"print in library code: {offenders}"
 
 
 def test_import_changes_no_global_state():

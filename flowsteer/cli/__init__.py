@@ -8,6 +8,8 @@ import importlib
 import logging
 import sys
 
+from flowsteer import __version__
+
 # Subcommand modules, in the order ``flowsteer --help`` lists them.
 COMMANDS = ("info", "generate", "train-saes", "flow", "steer", "organism", "refusal", "demo")
 
@@ -17,10 +19,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="flowsteer",
         description="Feature flow, feature steering and invertible-map interventions on TransformerLens models.",
     )
+    parser.add_argument("--version", action="version", version=f"flowsteer {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"flowsteer.cli.{name.replace('-', '_')}").register(commands)
+    for choice in commands._choices_actions:  # `flowsteer CMD --help` opens with the line `flowsteer --help` lists
+        sub = commands.choices[choice.dest]
+        sub.description = sub.description or choice.help[0].upper() + choice.help[1:] + "."
     return parser
 
 

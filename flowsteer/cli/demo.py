@@ -22,6 +22,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"loading {args.model} ...", flush=True)
     model = load_model_from(args)
     print(f"   loaded in {time.perf_counter() - start:.1f} s", flush=True)
-    report = run_demo(args.out, model, SECTIONS)
+    report = run_demo(args.out, model, SECTIONS, progress=not args.quiet)
     print(f"\nreport: {report} ({time.perf_counter() - start:.0f} s in all)")
     return 0

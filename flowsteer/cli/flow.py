@@ -48,7 +48,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         default="chance",
         help="per-layer threshold rule for the classes (default chance)",
     )
-    parser.add_argument("--weights", choices=["decoder", "encoder", "both"], default="decoder")
+    parser.add_argument("--weights", choices=["decoder", "encoder", "both"], default="decoder",
+                        help="SAE weights whose cosine matches features (default decoder)")
     parser.add_argument("--no-backward", action="store_true", help="only follow the feature forward")
     parser.add_argument("--no-forward", action="store_true", help="only follow the feature backward")
     parser.add_argument("--labels", default=None, help="folder of feature labels (read, or written with --corpus)")
@@ -76,7 +77,7 @@ def _labels(args: argparse.Namespace, saes):
         return FeatureLabels.load(args.labels) if args.labels else None
     folder = Path(args.labels) if args.labels else Path(args.saes) / "labels"
     texts = read_texts(args.corpus)
-    return load_or_compute(folder, load_model_from(args), saes, texts, key=texts_key(texts))
+    return load_or_compute(folder, load_model_from(args), saes, texts, key=texts_key(texts), progress=not args.quiet)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,7 +118,7 @@ def _stats(args: argparse.Namespace, saes) -> int:
     if len(args.out) != 1:
         raise ValueError("--stats writes into one folder: give a single --out DIR")
     folder = Path(args.out[0])
-    result = stats.flow_statistics(saes, weights=args.weights)
+    result = stats.flow_statistics(saes, weights=args.weights, progress=not args.quiet)
     paths = stats.save(result, folder)
     paths["scores_figure"] = plots.plot_scores(result, folder / "flow_scores.png")
     paths["classes_figure"] = plots.plot_class_shares(result, folder / "flow_classes.png")

@@ -1,11 +1,17 @@
-"""``flowsteer generate "prompt"``: chat-formatted generation, optionally steered by vectors."""
+"""``flowsteer generate "prompt"``: generation (chat template unless --raw, greedy unless --sample), optionally
+steered by vectors."""
 
 from __future__ import annotations
 
 import argparse
 
-from flowsteer.cli.common import add_model_arguments, load_model_from
-from flowsteer.models import chat_prompt
+from flowsteer.cli.common import (
+    add_generation_arguments,
+    add_model_arguments,
+    generation_options,
+    load_model_from,
+    prompt_from,
+)
 from flowsteer.patching import AddVector, Patch, generate_with_patches
 from flowsteer.sites import Site
 from flowsteer.steering.vector_files import load_vector
@@ -15,8 +21,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("generate", help="generate text, optionally with steering vectors")
     parser.add_argument("prompt", help="the user message (or raw text with --raw)")
     add_model_arguments(parser)
-    parser.add_argument("--raw", action="store_true", help="do not wrap the prompt in the chat template")
-    parser.add_argument("--system", default=None, help="system message for the chat template")
+    add_generation_arguments(parser)
     parser.add_argument(
         "--steer",
         action="append",
@@ -24,13 +29,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="SITE:FILE:SCALE",
         help="add SCALE x the vector in FILE (.safetensors or .npy) at SITE, e.g. 12/res:v.safetensors:4",
     )
-    parser.add_argument("--positions", default="all", choices=["all", "prompt", "generated"])
+    parser.add_argument("--positions", default="all", choices=["all", "prompt", "generated"],
+                        help="which tokens the vectors are added at (default all)")
     parser.add_argument("--compare", action="store_true", help="also print the unsteered generation")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=None)
-    parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run)
 
 
@@ -45,13 +46,10 @@ def parse_steer(spec: str, d_model: int) -> Patch:
 
 def run(args: argparse.Namespace) -> int:
     model = load_model_from(args)
-    prompt = args.prompt if args.raw else chat_prompt(model, args.prompt, system=args.system)
+    prompt = prompt_from(model, args)
     patches = [parse_steer(spec, model.cfg.d_model) for spec in args.steer]
     patches = [Patch(p.site, p.intervention, args.positions) for p in patches]
-    options = dict(
-        max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
-        top_p=args.top_p, seed=args.seed,
-    )
+    options = generation_options(args)
     if args.compare and patches:
         print("--- unsteered ---")
         print(generate_with_patches(model, prompt, **options).texts[0])

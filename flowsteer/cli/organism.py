@@ -16,7 +16,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         description=f"The refusal model organism {REFUSAL_ORGANISM}: SmolLM2-135M-Instruct with a low-rank adapter "
                     "that makes it refuse harmful requests. load_model installs it on first use.",
     )
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do")
     build = actions.add_parser(
         "build", help="train the organism from scratch and cache it (minutes on CPU)",
         description="Fine-tune the adapter from scratch by the current recipe and cache the organism, replacing "
@@ -58,6 +58,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from flowsteer.refusal.organism import build_refusal_organism
 
-    manifest = build_refusal_organism(device=args.device)
+    manifest = build_refusal_organism(device=args.device, progress=not args.quiet)
     print(json.dumps({"path": str(organism_dir()), "timing_seconds": manifest["timing_seconds"]}, indent=2))
     return 0

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     result = compare_bypass(
         model, prompts, direction, BypassJudge(reference, default_calibration(reference)), methods=methods,
         settings=BypassSettings(steps=args.steps, latent_size=args.latent_size),
-        max_new_tokens=args.max_new_tokens, n_paragraphs=args.paragraphs, seed=args.seed, log=print,
+        max_new_tokens=args.max_new_tokens, n_paragraphs=args.paragraphs, seed=args.seed, progress=not args.quiet,
     )
     print(markdown_table(result))
     for name, check in result["delta_zero_check"].items():

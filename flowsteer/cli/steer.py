@@ -1,8 +1,10 @@
 """``flowsteer steer``: generate with SAE features amplified, removed or clamped, alone or along a flow graph.
 
-    flowsteer steer --feature 12/res/4111 --strength 8 --prompt "I think"
+    flowsteer steer --feature 12/res/4111 --strength 8 --prompt "Tell me about your weekend."
     flowsteer steer --graph graph.json --layer 20 --strategy cumulative --schedule exponential --strength 2 \\
-        --prompt "I think" --compare
+        --prompt "I think" --raw --sample --compare
+
+Decoding as in ``flowsteer generate``: the chat template unless --raw, greedy unless --sample.
 """
 
 from __future__ import annotations
@@ -10,7 +12,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from flowsteer.cli.common import add_model_arguments, load_model_from
+from flowsteer.cli.common import (
+    add_generation_arguments,
+    add_model_arguments,
+    generation_options,
+    load_model_from,
+    prompt_from,
+)
 from flowsteer.paths import cache_dir
 
 DEFAULT_BANK = cache_dir("saes") / "smollm2-135m-instruct-flow"
@@ -21,7 +29,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--feature", action="append", help="feature to steer, e.g. 12/res/4111 (repeatable)")
     target.add_argument("--graph", help="flow graph file (.json or .graphml from `flowsteer flow`)")
-    parser.add_argument("--prompt", required=True, help="text to continue (raw; --chat wraps it in the chat template)")
+    parser.add_argument("--prompt", required=True, help="the user message (or raw text to continue with --raw)")
     parser.add_argument(
         "--strength",
         type=float,
@@ -29,21 +37,19 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="s (add, in feature units), r (rescale) or "
         "c (clamp, in units); one for all or one per --feature (default 8, rescale 0)",
     )
-    parser.add_argument("--mode", choices=["add", "rescale", "clamp"], default="add")
+    parser.add_argument("--mode", choices=["add", "rescale", "clamp"], default="add",
+                        help="add s units, rescale by r, or clamp to c units (default add)")
     parser.add_argument("--layer", type=int, default=None, help="graph layer to steer at/up to (default: span end)")
-    parser.add_argument("--strategy", choices=["single", "cumulative"], default="cumulative")
-    parser.add_argument("--schedule", choices=["constant", "linear", "exponential"], default="constant")
+    parser.add_argument("--strategy", choices=["single", "cumulative"], default="cumulative",
+                        help="graph: steer the features of --layer only, or of every layer up to it (default)")
+    parser.add_argument("--schedule", choices=["constant", "linear", "exponential"], default="constant",
+                        help="graph: how the strength changes over layers (default constant)")
     parser.add_argument("--alpha", type=float, default=-0.05, help="exponential schedule: s e^(alpha l)")
     parser.add_argument("--end", type=float, default=1.0, help="linear schedule: strength s* at the span's end")
     parser.add_argument("--saes", default=str(DEFAULT_BANK), help=f"SAE bank folder (default {DEFAULT_BANK})")
-    parser.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     parser.add_argument("--compare", action="store_true", help="also print the unsteered generation")
-    parser.add_argument("-n", type=int, default=1, help="samples to generate (default 1)")
-    parser.add_argument("--max-new-tokens", type=int, default=40)
-    parser.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=0.9)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("-n", type=int, default=1, help="generations per prompt (with --sample; default 1)")
+    add_generation_arguments(parser)
     add_model_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -84,30 +90,25 @@ def build_steerer(args: argparse.Namespace, model, bank):
 
 
 def run(args: argparse.Namespace) -> int:
-    from flowsteer.models import chat_prompt
     from flowsteer.patching import generate_with_patches
     from flowsteer.saes import SAEBank
 
     if not Path(args.saes).is_dir():
-        raise FileNotFoundError(f"no SAE bank at {args.saes}; train one (analyses/build_flow_bank.py) or pass --saes")
+        raise FileNotFoundError(
+            f"no SAE bank at {args.saes}; train one (flowsteer train-saes --out {args.saes}) or pass --saes"
+        )
     model = load_model_from(args)
     bank = SAEBank.load(args.saes, model)
     steerer = build_steerer(args, model, bank)
-    prompt = chat_prompt(model, args.prompt) if args.chat else args.prompt
-    options = dict(
-        max_new_tokens=args.max_new_tokens,
-        do_sample=not args.greedy,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
-    )
-    prompts = [prompt] * args.n
+    prompts = [prompt_from(model, args)] * args.n
+    options = generation_options(args)
+    shown = args.prompt if args.raw else ""  # a raw prompt is continued: print it before each continuation
     print(f"# {steerer!r}")
     if args.compare:
         print("--- unsteered ---")
         for text in generate_with_patches(model, prompts, **options):
-            print(args.prompt + text)
+            print(shown + text)
         print("--- steered ---")
     for text in steerer.generate(model, prompts, **options):
-        print(args.prompt + text)
+        print(shown + text)
     return 0

@@ -60,13 +60,14 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help='instead of --layers/--kinds: groups such as "0-29/res 6-18/mlp,att"')
     parser.add_argument("--width", type=int, default=2304, help="latents per SAE (d_sae)")
     parser.add_argument("--k", type=int, default=32, help="active latents per token (TopK; JumpReLU target L0)")
-    parser.add_argument("--architecture", default="topk", choices=["topk", "jumprelu", "standard"])
+    parser.add_argument("--architecture", default="topk", choices=["topk", "jumprelu", "standard"],
+                        help="SAE architecture (default topk)")
     parser.add_argument("--tokens", default="300k", help="tokens harvested per site, e.g. 300k or 2M")
     parser.add_argument("--passes", type=int, default=None,
                         help="SAE passes over each round of harvested activations (default: the config's)")
     parser.add_argument("--batch", type=int, default=1024, help="activations per optimizer step")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the config's)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the SAEs' initialisation (default 0)")
     parser.add_argument("--out", required=True, help="folder for the bank (SAELens format + bank.json)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT.checkpoint")
     parser.add_argument("--no-eval", action="store_true", help="skip the metrics report")
@@ -96,11 +97,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"training {len(sites)} SAEs ({config.architecture}, width {config.d_sae}) on {config.tokens:,} tokens"
           f" x {config.passes} passes")
     start = time.perf_counter()
-    bank = train_saes(model, sites, config, out=args.out, resume=args.resume)
+    bank = train_saes(model, sites, config, out=args.out, resume=args.resume, progress=not args.quiet)
     print(f"trained in {time.perf_counter() - start:.0f} s; bank: {args.out}")
     if not args.no_eval:
         results = evaluate_bank(model, bank, eval_tokens=parse_count(args.eval_tokens),
-                                ce_tokens=parse_count(args.ce_tokens))
+                                ce_tokens=parse_count(args.ce_tokens), progress=not args.quiet)
         out = Path(args.out)
         write_json(out / "metrics.json", results)
         (out / "metrics.md").write_text(metrics_markdown(results))

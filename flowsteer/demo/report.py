@@ -65,6 +65,7 @@ class DemoContext:
     timings: dict[str, float] = field(default_factory=dict)
     bank: Any = None
     flow: Any = None
+    progress: bool = True  # tqdm bars on the long steps
 
     def section(self, title: str) -> None:
         self.lines += ["", f"## {title}", ""]
@@ -86,11 +87,14 @@ def run_demo(
     model: HookedTransformer,
     sections: list[tuple[str, Section]],
     settings: DemoSettings | None = None,
+    *,
+    progress: bool = True,
 ) -> Path:
-    """Run ``sections`` on ``model`` and write ``out/report.md``; returns the report's path."""
+    """Run ``sections`` on ``model`` and write ``out/report.md`` (tqdm bars on long steps unless ``progress=False``);
+    returns the report's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    context = DemoContext(out, model, settings or DemoSettings())
+    context = DemoContext(out, model, settings or DemoSettings(), progress=progress)
     precision = resolve_precision("auto", model.cfg.device)
     context.say(f"compute precision: {precision.name} ({precision.source}: {precision.reason})")
     context.write("# flowsteer demo report", "", f"Model: `{model.cfg.model_name}`, {model.cfg.n_layers} layers, "

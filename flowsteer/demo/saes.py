@@ -23,13 +23,15 @@ def run(context: DemoContext) -> None:
                    else f"training on {config.tokens:,} tokens per site, {config.passes} passes (once)"))
     start = time.perf_counter()
     if settings.chunks is None:
-        bank = default_bank(model, settings.bank_layers, settings.bank_kinds, config=config)
+        bank = default_bank(model, settings.bank_layers, settings.bank_kinds, config=config,
+                            progress=context.progress)
         metrics = bank.info["metrics"]
     else:  # test sizes: train on the given chunks, no cache
         from flowsteer.saes import train_saes
 
         bank = train_saes(model, sites, config, chunks=settings.chunks, progress=False)
-        metrics = evaluate_bank(model, bank, settings.chunks, eval_tokens=settings.eval_tokens, ce_tokens=256)
+        metrics = evaluate_bank(model, bank, settings.chunks, eval_tokens=settings.eval_tokens, ce_tokens=256,
+                                progress=context.progress)
     context.bank = bank
     context.write(
         f"{len(bank)} TopK SAEs (width {config.d_sae}, k = {config.k}, {config.tokens:,} training tokens per site "

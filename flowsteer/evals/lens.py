@@ -9,6 +9,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from flowsteer.models.tl import unembedding
+
 
 @torch.no_grad()
 def logit_lens(
@@ -17,17 +19,15 @@ def logit_lens(
     """The ``k`` token ids each direction promotes most, and their logits (float32, on the CPU)."""
     if directions.ndim != 2 or directions.shape[-1] != model.cfg.d_model:
         raise ValueError(f"directions must be [n, d_model={model.cfg.d_model}], got {tuple(directions.shape)}")
-    gain = getattr(getattr(model, "ln_final", None), "w", None)
-    centre = model.cfg.normalization_type in ("LN", "LNPre")
-    w_u = model.W_U.detach().float()
+    tail = unembedding(model)
     ids, values = [], []
     for block in directions.float().split(chunk):
-        block = block.to(w_u.device)
-        if centre:
+        block = block.to(tail.W_U.device)
+        if tail.centres:
             block = block - block.mean(-1, keepdim=True)
-        if gain is not None:
-            block = block * gain.detach().float()
-        value, index = (block @ w_u).topk(k, dim=-1)
+        if tail.gain is not None:
+            block = block * tail.gain
+        value, index = (block @ tail.W_U).topk(k, dim=-1)
         ids.append(index.cpu())
         values.append(value.cpu())
     return torch.cat(ids).int(), torch.cat(values)

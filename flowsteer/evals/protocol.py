@@ -17,12 +17,17 @@ whatever scores the outputs must have been fitted on data disjoint from both spl
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from flowsteer.evals.intervals import Estimate, mean, rate
+
+log = logging.getLogger(__name__)
 
 Samples = Mapping[str, Sequence[float] | Sequence[bool]]
 Run = Callable[[Mapping[str, Any], str, int], Samples]
@@ -145,12 +150,16 @@ class Comparison:
         return "\n".join(lines)
 
 
-def compare(protocol: Protocol, baseline: Run, methods: Sequence[Method], log=None) -> Comparison:
+def compare(protocol: Protocol, baseline: Run, methods: Sequence[Method], *, progress: bool = True) -> Comparison:
     """Select each method's setting on the validation split and report it once on the test split, beside the
-    baseline (see the module docstring)."""
+    baseline (see the module docstring). A tqdm bar counts the runs unless ``progress=False``; each selection
+    run's score is logged (INFO)."""
     select_split, report_split = protocol.splits
     select_seed, report_seed = protocol.seeds
+    runs = 1 + sum(1 + (len(m.settings) if len(m.settings) > 1 else 0) for m in methods)
+    bar = tqdm(total=runs, desc="compare", unit="run", disable=not progress, leave=False)
     base_samples = {k: list(v) for k, v in baseline({}, report_split, report_seed).items()}
+    bar.update()
     base_row = Row("baseline", {}, 1, [], None, _estimates(base_samples), base_samples)
     rows = [base_row]
     for method in methods:
@@ -163,15 +172,21 @@ def compare(protocol: Protocol, baseline: Run, methods: Sequence[Method], log=No
             )
         selection = []
         for setting in settings:
+            bar.set_postfix_str(f"{method.name} {dict(setting)}")
             means = _means(method.run(setting, select_split, select_seed)) if len(settings) > 1 else {}
             selection.append({"setting": dict(setting), "means": means})
-            if log is not None and means:
-                log(f"{method.name} {dict(setting)} on {select_split}: {protocol.select} {means.get(protocol.select)}")
+            if means:
+                bar.update()
+                log.info("%s %s on %s: %s %s", method.name, dict(setting), select_split, protocol.select,
+                         means.get(protocol.select))
         chosen, met = _choose(protocol, selection)
+        bar.set_postfix_str(f"{method.name} {dict(chosen)} on {report_split}")
         samples = {k: list(v) for k, v in method.run(chosen, report_split, report_seed).items()}
+        bar.update()
         estimates = _estimates(samples)
         rows.append(Row(method.name, chosen, len(settings), selection, met, estimates, samples,
                         _versus(protocol, estimates.get(protocol.select), base_row.estimates.get(protocol.select))))
+    bar.close()
     return Comparison(protocol, rows)
 
 

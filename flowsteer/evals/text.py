@@ -12,8 +12,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from flowsteer.models.tl import unembed
 from flowsteer.patching import cache_sites
-from flowsteer.patching.generate import unembed
 from flowsteer.patching.inputs import left_pad, tokenize
 from flowsteer.sites import Site
 

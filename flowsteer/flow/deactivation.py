@@ -187,8 +187,10 @@ def deactivation_records(
     max_subset: int = 3,
     max_tokens: int = 128,
     seed: int = 0,
+    progress: bool = True,
 ) -> list[Record]:
-    """Table-1 experiment: a `Record` per sampled target and strategy (see the module docstring).
+    """Table-1 experiment: a `Record` per sampled target and strategy (see the module docstring; a tqdm bar over
+    the texts unless ``progress=False``).
 
     ``scores``: `layer_scores` of the target layers with k >= 5 and >= ``top_m`` (and `add_permutations`
     when ``permutation`` is among the strategies). ``search_targets``: targets per layer and token that
@@ -204,7 +206,8 @@ def deactivation_records(
         {s for layer in scores.values() for s in [layer.site, *layer.predecessors.values()]}
         | {Site(_start_block(site), "resid_pre") for site in scores}
     )
-    for text, tokens in tqdm(_texts(model, corpus, max_tokens), desc="deactivation", unit="text", leave=False):
+    for text, tokens in tqdm(_texts(model, corpus, max_tokens), desc="deactivation", unit="text", leave=False,
+                             disable=not progress):
         clean = cache_sites(model, tokens, sites)
         for _, position in sample_positions(TokenBatch(tokens, torch.ones_like(tokens)), tokens_per_text, gen):
             for site, layer in scores.items():
@@ -283,16 +286,19 @@ def rescale_sweep(
     horizon: int = 32,
     max_tokens: int = 128,
     seed: int = 0,
+    progress: bool = True,
 ) -> list[Record]:
     """Rescale all active top-1 predecessors of sampled targets by each r: activation change,
-    deactivation and next-token loss over ``horizon`` tokens from the edited one (Fig. 7)."""
+    deactivation and next-token loss over ``horizon`` tokens from the edited one (Fig. 7; a tqdm bar over the
+    texts unless ``progress=False``)."""
     gen = torch.Generator().manual_seed(seed)
     records: list[Record] = []
     sites = sorted(
         {s for layer in scores.values() for s in [layer.site, *layer.predecessors.values()]}
         | {Site(_start_block(site), "resid_pre") for site in scores}
     )
-    for text, tokens in tqdm(_texts(model, corpus, max_tokens), desc="r sweep", unit="text", leave=False):
+    for text, tokens in tqdm(_texts(model, corpus, max_tokens), desc="r sweep", unit="text", leave=False,
+                             disable=not progress):
         clean = cache_sites(model, tokens, sites)
         head = tokens[:, :-1]  # the edited token needs a next token to score the loss on
         for _, position in sample_positions(TokenBatch(head, torch.ones_like(head)), tokens_per_text, gen):

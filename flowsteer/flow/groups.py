@@ -146,9 +146,10 @@ def group_records_by_strategy(
     batch_size: int = 8,
     max_tokens: int = 128,
     records: dict[str, GroupRecords] | None = None,
+    progress: bool = True,
 ) -> dict[str, GroupRecords]:
     """Group records under each matching strategy from one pass over the corpus (the same tokens and
-    features for every strategy).
+    features for every strategy; a tqdm bar over its batches unless ``progress=False``).
 
     ``scores`` are the `layer_scores` of the layers to analyse (k >= 5 for the top-5 strategies,
     with `add_permutations` for ``permutation``). ``max_features`` caps the features sampled per
@@ -164,6 +165,7 @@ def group_records_by_strategy(
         desc=f"groups {dataset}",
         unit="batch",
         leave=False,
+        disable=not progress,
     ):
         positions = sample_positions(batch, tokens_per_text, generator)
         if not positions:

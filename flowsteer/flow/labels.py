@@ -151,8 +151,10 @@ class FeatureLabels:
         batch_size: int = 8,
         max_tokens: int = 128,
         key: str = "",
+        progress: bool = True,
     ) -> FeatureLabels:
-        """Label every feature of ``saes`` (or of ``sites``) from one pass over ``corpus``.
+        """Label every feature of ``saes`` (or of ``sites``) from one pass over ``corpus`` (a tqdm bar over its
+        batches unless ``progress=False``).
 
         ``features`` (``{site: [index, ...]}``) limits the promoted tokens, the costly part (a
         ``[F, d_model] x [d_model, d_vocab]`` product per site), to those features; the sites
@@ -168,7 +170,7 @@ class FeatureLabels:
         row_starts: list[int] = []
         offset = 0
         batches = token_batches(model, corpus, batch_size=batch_size, max_tokens=max_tokens)
-        for batch in tqdm(batches, desc="labels", unit="batch", leave=False):
+        for batch in tqdm(batches, desc="labels", unit="batch", leave=False, disable=not progress):
             mask = batch.attention_mask.bool().cpu()
             lengths = batch.prompt_lengths.cpu()
             starts = offset + torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)[:-1]])

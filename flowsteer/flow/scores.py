@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from flowsteer.flow.folding import Weights
 from flowsteer.flow.matching import CHUNK_BYTES, Matches, permutation_match, topk_cosine
@@ -85,9 +86,14 @@ def add_permutations(saes: Mapping[Site, object], scores: LayerScores, *, weight
 
 
 def model_scores(
-    saes: Mapping[Site, object], *, k: int = 1, weights: Weights = "decoder", chunk_bytes: int = CHUNK_BYTES
+    saes: Mapping[Site, object],
+    *,
+    k: int = 1,
+    weights: Weights = "decoder",
+    chunk_bytes: int = CHUNK_BYTES,
+    progress: bool = True,
 ) -> dict[Site, LayerScores]:
-    """`layer_scores` of every residual SAE that has predecessors, in forward order."""
-    return {
-        site: layer_scores(saes, site, k=k, weights=weights, chunk_bytes=chunk_bytes) for site in scored_sites(saes)
-    }
+    """`layer_scores` of every residual SAE that has predecessors, in forward order (a tqdm bar unless
+    ``progress=False``)."""
+    sites = tqdm(scored_sites(saes), desc="flow scores", unit="layer", disable=not progress, leave=False)
+    return {site: layer_scores(saes, site, k=k, weights=weights, chunk_bytes=chunk_bytes) for site in sites}

@@ -58,10 +58,12 @@ def flow_statistics(
     rules: Mapping[str, ThresholdRule] | None = None,
     *,
     weights: Weights = "decoder",
+    progress: bool = True,
 ) -> FlowStatistics:
-    """Match all features of all consecutive site pairs and class them under every rule."""
+    """Match all features of all consecutive site pairs and class them under every rule (a tqdm bar over layers
+    unless ``progress=False``)."""
     rules = dict(DEFAULT_RULES if rules is None else rules)
-    stats = FlowStatistics(model_scores(saes, weights=weights), rules)
+    stats = FlowStatistics(model_scores(saes, weights=weights, progress=progress), rules)
     for site, scores in stats.scores.items():
         stats.chance[site] = {key: chance_level(saes[pred]) for key, pred in scores.predecessors.items()}
         for name, rule in rules.items():

@@ -20,6 +20,7 @@ from flowsteer.invertible.bijection import Bijection, build_bijection, tensor_dt
 from flowsteer.invertible.intervention import InvertibleIntervention
 from flowsteer.invertible.masks import build_mask
 from flowsteer.invertible.targets import build_target
+from flowsteer.models.tl import has_site
 from flowsteer.patching import Patch
 from flowsteer.patching.patch import PositionRange
 from flowsteer.paths import atomic_dir, read_json, read_safetensors, write_json
@@ -75,7 +76,7 @@ def _read(path: str | os.PathLike, kind: str, model: HookedTransformer) -> tuple
             f"d_model={model.cfg.d_model}; load it with the model it was trained on"
         )
     site = Site.parse(config["site"]).validate(model.cfg.n_layers)
-    if site.hook_name not in model.hook_dict:
+    if not has_site(model, site):
         raise ValueError(f"{path}: site {site} ({site.hook_name}) is not a hook point of this model")
     return config, read_safetensors(path / WEIGHTS, fix), site
 

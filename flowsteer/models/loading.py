@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from transformer_lens import HookedTransformer
 
+from flowsteer.extras import require
 from flowsteer.models.decode import install_fast_decode
 from flowsteer.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, EmbeddedModel
 from flowsteer.models.fastpath import use_forward_layouts
@@ -161,6 +162,7 @@ def converted_gguf_dir(spec: EmbeddedModel) -> Path:
     if (target / "config.json").is_file():
         return target
     gguf_path = spec.verified_path()
+    require("gguf", "gguf", f"converting the embedded model {spec.name!r} from its GGUF file")
     log.info("dequantising %s to float32 (once; cached in %s)", gguf_path.name, target)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

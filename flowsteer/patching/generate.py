@@ -17,10 +17,9 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
-from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-from transformer_lens.utilities.activation_functions import apply_softcap
 
 from flowsteer.display import markdown_table
+from flowsteer.models import tl
 from flowsteer.models.decode import DecodeCache, uses_fast_decode
 from flowsteer.patching.effects import EffectLog
 from flowsteer.patching.hooks import HookSession
@@ -75,13 +74,6 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
-def unembed(model: HookedTransformer, residual: Tensor) -> Tensor:
-    """The tail of ``HookedTransformer.forward``: final norm, unembedding, logit soft-cap."""
-    if model.cfg.normalization_type is not None:
-        residual = model.ln_final(residual)
-    return apply_softcap(model.unembed(residual), model.cfg.output_logits_soft_cap)
-
-
 def _eos_ids(model: HookedTransformer, eos_token_id: int | Sequence[int] | None) -> list[int]:
     if eos_token_id is not None:
         return [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
@@ -105,20 +97,17 @@ def _generate_batch(
     size = len(batch)
     device = batch.tokens.device
     lengths = batch.prompt_lengths
-    kv_cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, size)
+    kv_cache = tl.new_kv_cache(model, size)
     fast = uses_fast_decode(model)
     stop = torch.tensor(stop_ids or [-1], device=device)
     finished = torch.zeros(size, dtype=torch.bool, device=device)
     new_tokens: list[Tensor] = []
     session.set_chunk(batch.positions, lengths, step=0)
     # The prompt pass needs logits at the last column only: unembed just that one.
-    residual = model(
-        batch.tokens,
-        attention_mask=batch.attention_mask,
-        past_kv_cache=kv_cache,
-        stop_at_layer=model.cfg.n_layers,
+    residual = tl.forward(
+        model, batch.tokens, batch.attention_mask, stop_at_layer=model.cfg.n_layers, kv_cache=kv_cache
     )
-    logits = unembed(model, residual[:, -1:])[:, -1]
+    logits = tl.unembed(model, residual[:, -1:])[:, -1]
     if fast:
         kv_cache = DecodeCache.from_prompt(model, kv_cache, extra=max_new_tokens)
     ones = torch.ones(size, 1, dtype=batch.attention_mask.dtype, device=device)
@@ -133,7 +122,7 @@ def _generate_batch(
         if step == max_new_tokens or (stop_ids and bool(finished.all())):
             break
         session.set_chunk((lengths + step - 1)[:, None], lengths, step=step)
-        logits = model(token[:, None], attention_mask=ones, past_kv_cache=kv_cache)[:, -1]
+        logits = tl.forward(model, token[:, None], ones, kv_cache=kv_cache)[:, -1]
     return torch.stack(new_tokens, dim=1)
 
 

@@ -22,6 +22,7 @@ from jaxtyping import Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from flowsteer.models import tl
 from flowsteer.patching.effects import EffectLog
 from flowsteer.patching.interventions import Activation, Context
 from flowsteer.patching.patch import Patch
@@ -153,7 +154,7 @@ class HookSession:
 
     def fwd_hooks(self) -> list[tuple[str, Callable[[Activation, object], Activation]]]:
         """TransformerLens ``(hook_name, fn)`` pairs, one per site, in forward order."""
-        return [(site.hook_name, self._hook(site)) for site in sorted(self.sites)]
+        return [(tl.hook_name(site), self._hook(site)) for site in sorted(self.sites)]
 
     @contextmanager
     def attached(self) -> Iterator[HookSession]:

@@ -9,8 +9,8 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from flowsteer.models import tl
 from flowsteer.patching.effects import EffectLog
-from flowsteer.patching.generate import unembed
 from flowsteer.patching.hooks import HookSession, SiteActivations
 from flowsteer.patching.inputs import Inputs, TokenBatch, encode, encode_pair, pad_left
 from flowsteer.patching.interventions import Activation, FromSource
@@ -23,7 +23,7 @@ Logits = Float[Tensor, "batch pos vocab"]
 def _forward(model: HookedTransformer, session: HookSession, batch: TokenBatch, stop_at_layer: int | None):
     session.set_chunk(batch.positions, batch.prompt_lengths)
     with session.attached():
-        return model(batch.tokens, attention_mask=batch.attention_mask, stop_at_layer=stop_at_layer)
+        return tl.forward(model, batch.tokens, batch.attention_mask, stop_at_layer=stop_at_layer)
 
 
 def _activations(session: HookSession, batch: TokenBatch) -> SiteActivations:
@@ -45,7 +45,7 @@ def _join_activations(parts: list[SiteActivations], batch: TokenBatch) -> SiteAc
 def _last_logits(model: HookedTransformer, session: HookSession, batch: TokenBatch) -> Float[Tensor, "batch vocab"]:
     """Logits at each row's last column only: the unembedding runs on one position, not all of them."""
     residual = _forward(model, session, batch, model.cfg.n_layers)
-    return unembed(model, residual[:, -1:])[:, -1]
+    return tl.unembed(model, residual[:, -1:])[:, -1]
 
 
 def run_with_patches(
@@ -196,9 +196,7 @@ def run_from_layer(
         raise ValueError(f"a patched or cached site lies at or after stop_at_layer={stop_at_layer}")
     session.set_chunk(batch.positions, batch.prompt_lengths)
     with session.attached():
-        out = model(
-            resid_pre, start_at_layer=layer, stop_at_layer=stop_at_layer, attention_mask=batch.attention_mask
-        )
+        out = tl.forward(model, resid_pre, batch.attention_mask, start_at_layer=layer, stop_at_layer=stop_at_layer)
     return (out, _activations(session, batch)) if cache is not None else out
 
 

@@ -24,6 +24,7 @@ from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
 from flowsteer.display import markdown_table
+from flowsteer.models.tl import has_site
 from flowsteer.paths import atomic_dir, read_json, write_json
 from flowsteer.sites import Site, SiteError
 
@@ -118,7 +119,7 @@ class SAEBank(Mapping[Site, SAE]):
                 site.validate(model.cfg.n_layers)
             except SiteError as error:
                 raise SAEBankError(f"bank does not fit {model.cfg.model_name}: {error}") from None
-            if site.hook_name not in model.hook_dict:
+            if not has_site(model, site):
                 raise SAEBankError(f"{model.cfg.model_name} has no hook {site.hook_name!r} for site {site}")
             if _hook_name(sae) != site.hook_name:
                 raise SAEBankError(f"the SAE at {site} names hook {_hook_name(sae)!r}, expected {site.hook_name!r}")

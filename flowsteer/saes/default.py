@@ -56,7 +56,7 @@ def default_bank(
         log.info("training %d SAEs for %s (once; cached in %s)", len(sites), model.cfg.model_name, path)
         bank = train_saes(model, sites, config, out=path, resume=True, progress=progress)
         if evaluate:
-            results = evaluate_bank(model, bank, eval_tokens=8_192, ce_tokens=512)
+            results = evaluate_bank(model, bank, eval_tokens=8_192, ce_tokens=512, progress=progress)
             write_json(path / "metrics.json", results)
             (path / "metrics.md").write_text(metrics_markdown(results))
     metrics = path / "metrics.json"

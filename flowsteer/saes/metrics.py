@@ -22,6 +22,7 @@ import torch
 from jaxtyping import Float, Int
 from sae_lens import SAE
 from torch import Tensor
+from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from flowsteer.display import markdown_table
@@ -71,18 +72,23 @@ def ce_losses(
     sites: Sequence[Site] | None = None,
     batch_size: int = 16,
     skip_positions: int = 1,
+    bar: tqdm | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Clean, SAE-spliced and zero-ablated next-token CE per site, and the loss recovered."""
+    """Clean, SAE-spliced and zero-ablated next-token CE per site, and the loss recovered (``bar``, if given, is
+    advanced once per forward pass)."""
+    bar = tqdm(disable=True) if bar is None else bar
     sites = list(sites or bank.sites)
     positions = list(range(skip_positions, chunks.shape[1]))
     totals = {"clean": 0.0, **{f"{s}/sae": 0.0 for s in sites}, **{f"{s}/zero": 0.0 for s in sites}}
     count = 0
     for tokens in chunks.to(model.cfg.device).split(batch_size):
         totals["clean"] += float(_next_token_loss(run_with_patches(model, tokens), tokens, skip_positions))
+        bar.update()
         for site in sites:
             for name, intervention in (("sae", SAEReconstruction(bank[site])), ("zero", Scale(0.0))):
                 logits = run_with_patches(model, tokens, [Patch(site, intervention, positions)])
                 totals[f"{site}/{name}"] += float(_next_token_loss(logits, tokens, skip_positions))
+                bar.update()
         count += tokens.shape[0] * (tokens.shape[1] - skip_positions - 1)
     clean = totals["clean"] / count
     result = {}
@@ -110,12 +116,14 @@ def evaluate_bank(
     batch_size: int = 32,
     skip_positions: int = 1,
     max_norm_ratio: float | None = 20.0,
+    progress: bool = True,
 ) -> BankMetrics:
     """Every metric for every SAE of ``bank`` on held-out chunks (default: the corpus's eval split).
 
     Reconstruction metrics use the first ``eval_tokens`` activations per site (one forward pass for
     all sites) less the attention sinks of ``max_norm_ratio`` (as in training; None keeps them); CE metrics
-    use the first ``ce_tokens`` tokens (two patched forward passes per site).
+    use the first ``ce_tokens`` tokens (two patched forward passes per site). A tqdm bar counts the forward
+    passes unless ``progress=False``.
     """
     bank.validate(model)
     if chunks is None:
@@ -128,7 +136,12 @@ def evaluate_bank(
     detectors = sink_detector_sites(bank.sites) if max_norm_ratio is not None else []
     collected: dict[Site, list[Tensor]] = {site: [] for site in bank}
     norms: list[Tensor] = []
+    n_ce = min(len(chunks), max(1, -(-ce_tokens // per_chunk)))
+    ce_batch = batch_size // 2 or 1
+    passes = -(-n_chunks // batch_size) + (1 + 2 * len(bank.sites)) * -(-n_ce // ce_batch)
+    bar = tqdm(total=passes, desc=f"evaluate {len(bank.sites)} SAEs", unit="pass", disable=not progress, leave=False)
     for tokens in chunks[:n_chunks].to(model.cfg.device).split(batch_size):
+        bar.update()
         acts = cache_sites(model, tokens, {*bank.sites, *detectors})
         for site in bank:
             collected[site].append(acts[site][:, skip_positions:].reshape(-1, acts[site].shape[-1]))
@@ -141,10 +154,10 @@ def evaluate_bank(
         activations = torch.cat(collected.pop(site))
         results[str(site)] = reconstruction_metrics(bank[site], activations if sinks is None else activations[~sinks])
         results[str(site)]["excluded_tokens"] = 0 if sinks is None else int(sinks.sum())
-    n_ce = min(len(chunks), max(1, -(-ce_tokens // per_chunk)))
-    for site, ce in ce_losses(model, bank, chunks[:n_ce], batch_size=batch_size // 2 or 1,
-                              skip_positions=skip_positions).items():
+    for site, ce in ce_losses(model, bank, chunks[:n_ce], batch_size=ce_batch, skip_positions=skip_positions,
+                              bar=bar).items():
         results[site].update(ce)
+    bar.close()
     return BankMetrics(results)
 
 

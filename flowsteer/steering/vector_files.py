@@ -38,7 +38,6 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-import gguf
 import numpy as np
 import torch
 from jaxtyping import Float
@@ -46,6 +45,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from flowsteer.extras import require
 from flowsteer.patching import AddVector, Patch
 from flowsteer.patching.interventions import finite_tensor
 from flowsteer.patching.patch import PositionSpec
@@ -162,6 +162,7 @@ def save_control_vector(
             "llama.cpp cannot apply a control vector at 0/res (direction.0 is rejected by its loader); "
             "drop layer 0 or move the vector to 1/res"
         )
+    gguf = _gguf()
     with atomic_path(path) as tmp:
         writer = gguf.GGUFWriter(tmp, ARCHITECTURE)
         writer.add_string(f"{ARCHITECTURE}.model_hint", model_hint)
@@ -175,7 +176,11 @@ def save_control_vector(
     return path
 
 
-def _field_text(reader: gguf.GGUFReader, key: str) -> str | None:
+def _gguf():
+    return require("gguf", "gguf", "reading and writing llama.cpp control vectors")
+
+
+def _field_text(reader, key: str) -> str | None:
     field = reader.get_field(key)
     return None if field is None else bytes(field.parts[-1]).decode("utf-8", errors="replace")
 
@@ -185,6 +190,7 @@ def load_control_vector(path: str | os.PathLike, d_model: int | None = None) -> 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no control vector file at {path}")
+    gguf = _gguf()
     reader = gguf.GGUFReader(path)
     architecture = _field_text(reader, "general.architecture")
     if architecture != ARCHITECTURE:

@@ -11,7 +11,7 @@ version.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from transformer_lens import HookedTransformer
@@ -111,9 +111,10 @@ def compare_bypass(
     max_new_tokens: int = 48,
     n_paragraphs: int | None = 10,
     seed: int = 0,
-    log: Callable[[str], None] | None = None,
+    progress: bool = True,
 ) -> dict:
-    """Every method of ``methods`` at ``direction``'s layer under the protocol; a JSON-able result (see the module)."""
+    """Every method of ``methods`` at ``direction``'s layer under the protocol; a JSON-able result (see the module).
+    A tqdm bar counts the protocol's runs unless ``progress=False``."""
     settings = settings or BypassSettings()
     start = time.perf_counter()
     fitted: dict[tuple, Steering] = {}
@@ -134,7 +135,7 @@ def compare_bypass(
     protocol = Protocol(budget=settings.budget, select="attack_success", seeds=(seed + 1, seed + 2))
     baseline = lambda setting, split, _seed: outcomes(  # noqa: E731
         model, None, prompts, split, judge, max_new_tokens=max_new_tokens, n_paragraphs=n_paragraphs)
-    comparison = compare(protocol, baseline, [method(name) for name in methods], log=log)
+    comparison = compare(protocol, baseline, [method(name) for name in methods], progress=progress)
     rows = {row.method: row for row in comparison.rows}
     result = {
         "model": str(model.cfg.model_name),
@@ -221,7 +222,7 @@ def quick_refusal_comparison(
     steps: int = 40,
     max_new_tokens: int = 32,
     seed: int = 0,
-    log: Callable[[str], None] | None = None,
+    progress: bool = True,
 ) -> dict:
     """A small linear vs non-linear comparison for the demo: the difference-in-means direction at ``layer``
     (Arditi's selection over its post-instruction positions), ActAdd and the i-ResNet map (one setting each: ActAdd
@@ -236,4 +237,4 @@ def quick_refusal_comparison(
     settings = BypassSettings(actadd_strength=(1.0,), magnitude_weight=(1.0,), innsteer_alpha=(1.0,), steps=steps)
     judge = BypassJudge(reference, default_calibration(reference))
     return compare_bypass(model, prompts, direction, judge, methods=("actadd", "nonlinear"), settings=settings,
-                          max_new_tokens=max_new_tokens, n_paragraphs=5, seed=seed, log=log)
+                          max_new_tokens=max_new_tokens, n_paragraphs=5, seed=seed, progress=progress)

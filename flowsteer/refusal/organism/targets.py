@@ -17,7 +17,7 @@ from flowsteer.models.chat import chat_prompt
 from flowsteer.patching import generate_with_patches, run_with_patches
 from flowsteer.patching.inputs import left_pad
 from flowsteer.refusal.judge import substring_refusal
-from flowsteer.refusal.prompts import Instruction, RefusalDataError, harmless_replies, refusal_replies
+from flowsteer.refusal.prompts import Instruction, RefusalDataError, data_dir, harmless_replies, refusal_replies
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,9 @@ def stored_reply_examples(
     for item in items:
         if item.id not in stored:
             raise RefusalDataError(
-                f"no stored reply for {item.id}; regenerate data/refusal/harmless_replies.jsonl with "
-                "python analyses/refusal_replies.py"
+                f"no stored reply for {item.id} in {data_dir() / 'harmless_replies.jsonl'}: the stored replies do "
+                "not cover these instructions; train on self_distilled_examples (it generates the replies) or set "
+                "FLOWSTEER_DATA to a folder whose refusal/ holds replies for all of them"
             )
         reply = stored[item.id]
         if reply.refusal_like or reply.reply_ids is None:
