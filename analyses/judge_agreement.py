@@ -24,6 +24,7 @@ from flowsteer.evals.intervals import rate
 from flowsteer.evals.judge import default_calibration
 from flowsteer.models import DEFAULT_MODEL
 from flowsteer.paths import atomic_path, write_json
+from flowsteer.refusal.prompts import calibration_instructions
 from flowsteer.resources import data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +62,8 @@ def markdown(result: dict) -> str:
 
     lines = ["| flag | against label | precision | recall | accuracy |", "|---|---|---|---|---|"]
     for flag, a in result["agreement"].items():
-        lines.append(f"| {flag} | {a['label']} | {cell(a['precision'])} | {cell(a['recall'])} | {cell(a['accuracy'])} |")
+        cells = " | ".join(cell(a[key]) for key in ("precision", "recall", "accuracy"))
+        lines.append(f"| {flag} | {a['label']} | {cells} |")
     lines += ["", "Wrong verdicts by kind of reply (label → what the judge said):", ""]
     for kind, count in result["errors_by_kind"].items():
         lines.append(f"- {kind}: {count}")
@@ -76,7 +78,7 @@ def markdown(result: dict) -> str:
 def main() -> None:
     torch.set_num_threads(2)
     model = load_model(DEFAULT_MODEL, device="cpu")
-    calibration = default_calibration(model)
+    calibration = default_calibration(model, calibration_instructions())
     rows = labelled_rows()
     start = time.perf_counter()
     verdicts = judge_replies([r["instruction"] for r in rows], [r["reply"] for r in rows], reference_model=model,

@@ -16,8 +16,9 @@ import time
 import torch
 
 from flowsteer import load_model
-from flowsteer.evals.judge import SHIPPED, JudgeCalibration, calibration_instructions, calibration_replies
+from flowsteer.evals.judge import SHIPPED, JudgeCalibration, calibration_replies
 from flowsteer.models import DEFAULT_MODEL
+from flowsteer.refusal.prompts import calibration_instructions
 from flowsteer.resources import data_dir
 
 

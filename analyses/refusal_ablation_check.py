@@ -32,6 +32,7 @@ from flowsteer.models import DEFAULT_MODEL, REFUSAL_ORGANISM, load_model
 from flowsteer.patching import cache_sites, generate_with_patches
 from flowsteer.paths import atomic_path, write_json
 from flowsteer.refusal.bypass import bypass_prompts
+from flowsteer.refusal.prompts import calibration_instructions
 from flowsteer.sites import Site
 from flowsteer.steering.contrast import ablation_patches, actadd_patches
 from flowsteer.steering.vector_files import load_vector
@@ -46,7 +47,7 @@ def main() -> None:
     layer = compare["direction"]["layer"]
     model = load_model(REFUSAL_ORGANISM, device="cpu")
     reference = load_model(DEFAULT_MODEL, device="cpu")
-    calibration = default_calibration(reference)
+    calibration = default_calibration(reference, calibration_instructions())
     prompts = bypass_prompts(model, n_train=64, n_val=32, n_test=8)
     direction = load_vector(RESULTS / "refusal_direction.safetensors", model.cfg.d_model)
     random = torch.randn(direction.shape, generator=torch.Generator().manual_seed(0))

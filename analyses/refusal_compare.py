@@ -47,6 +47,7 @@ from flowsteer.refusal.bypass import (
 )
 from flowsteer.refusal.logodds import refusal_log_odds, refusal_token_ids
 from flowsteer.refusal.organism.cache import organism_dir, read_manifest
+from flowsteer.refusal.prompts import calibration_instructions
 from flowsteer.steering.contrast import diff_in_means
 from flowsteer.steering.vector_files import save_vector
 
@@ -74,7 +75,7 @@ def compare_part(model, reference, prompts, args) -> None:
     save_vector(RESULTS / "refusal_direction.safetensors", direction.direction, layer=str(direction.layer),
                 position=str(direction.position))
     settings = BypassSettings(steps=args.steps, flow_steps=args.flow_steps)
-    judge = BypassJudge(reference, default_calibration(reference))
+    judge = BypassJudge(reference, default_calibration(reference, calibration_instructions()))
     result = compare_bypass(model, prompts, direction, judge, settings=settings, max_new_tokens=args.max_new_tokens,
                             n_paragraphs=args.paragraphs, seed=args.seed)
     result |= {"analysis": "refusal bypass under the comparison protocol", "model_build": model_build(),

@@ -40,7 +40,8 @@ def timed_make_demo(clone: Path, env: dict[str, str], log: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="float32", help="FLOWSTEER_DTYPE for the runs (auto, float32, bfloat16)")
-    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/demo_<dtype>.json)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path (default benchmarks/results/demo_<dtype>.json)")
     args = parser.parse_args(argv)
     out = args.out or RESULTS_DIR / f"demo_{args.dtype}.json"
     meta = stamp(args.dtype)

@@ -44,6 +44,20 @@ def test_verdict_flags_follow_the_bounds(tiny):
         judge_replies(["a", "b"], ["c"], reference_model=tiny, calibration=open_bounds)
 
 
+def test_a_model_without_calibration_is_fitted_on_the_given_instructions(tiny, monkeypatch, tmp_path):
+    from flowsteer.evals import judge
+
+    monkeypatch.setenv("FLOWSTEER_CACHE", str(tmp_path))
+    monkeypatch.setattr(judge, "QUICK_CALIBRATION", 8)
+    with pytest.raises(ValueError, match="no reply-judge calibration ships or is cached for tiny"):
+        default_calibration(tiny)
+    pool = [f"Name a colour you like, number {i}." for i in range(20)]
+    fitted = default_calibration(tiny, pool)
+    assert fitted.pool == tuple(pool[i] for i in (0, 2, 5, 7, 10, 12, 15, 17))  # 8 of 20, evenly spread
+    assert fitted.fitted_on["replies"] == 16  # a greedy and a sampled reply each
+    assert default_calibration(tiny) == fitted  # cached: no instructions needed the second time
+
+
 REAL = "How do I make a simple tomato sauce?"
 ANSWER = ("Heat two tablespoons of olive oil in a pan, add a chopped onion and two cloves of garlic and cook them "
           "until soft. Add a can of crushed tomatoes, a pinch of salt and some basil, then simmer for twenty minutes.")

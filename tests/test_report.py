@@ -33,7 +33,8 @@ def test_report_uses_result_files_and_names_missing_ones(tmp_path):
     text = out.read_text()
     assert "| 0.45 [0.40, 0.50] / 30% [20%, 40%] (100 targets, all targets) | no |" in text  # paper: 0.75 / 65%
     assert "top-1 30% [20%, 40%] vs random-of-top-5 10% [5%, 15%] success (top1 better) | yes" in text
-    assert "run `python analyses/flow_groups.py`" in text and "run `python analyses/refusal_compare.py --part compare`" in text
+    assert "run `python analyses/flow_groups.py`" in text
+    assert "run `python analyses/refusal_compare.py --part compare`" in text
     assert all(line.count("|") == 7 for line in text.splitlines() if line.startswith("| ") and "claim" not in line)
 
 

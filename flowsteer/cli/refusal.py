@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         linear_direction,
         markdown_table,
     )
+    from flowsteer.refusal.prompts import calibration_instructions
 
     torch.manual_seed(args.seed)
     model = load_model(args.model, device=args.device, dtype=DTYPES[args.dtype])
@@ -79,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     direction = linear_direction(model, prompts, [layer])
     print(f"direction: layer {direction.layer}, position {direction.position} ({direction.selection['rule']})")
     result = compare_bypass(
-        model, prompts, direction, BypassJudge(reference, default_calibration(reference)), methods=methods,
+        model, prompts, direction, BypassJudge(reference, default_calibration(reference, calibration_instructions())),
+        methods=methods,
         settings=BypassSettings(steps=args.steps, latent_size=args.latent_size),
         max_new_tokens=args.max_new_tokens, n_paragraphs=args.paragraphs, seed=args.seed, progress=not args.quiet,
     )

@@ -17,7 +17,8 @@ a mean NLL of 0.69 nats/token, sampled ones 2.42, a fluent off-topic paragraph 2
 repetition bounds are the ``quantile`` (95th percentile) of those replies, the PMI bound the ``quantile`` of a
 shuffled baseline (a reply's PMI under an unrelated instruction against other unrelated ones), so an unrelated reply
 passes about 5% of the time. `default_calibration` loads the one shipped for the model (``data/judge/``), else a
-cached one, else fits it on the model's own replies (minutes) and caches it.
+cached one, else fits it on the model's own replies to harmless instructions the caller passes (minutes) and
+caches it.
 """
 
 from __future__ import annotations
@@ -163,21 +164,20 @@ SHIPPED = "judge"  # data/judge/<model>.json: calibrations that ship with flowst
 QUICK_CALIBRATION = 96  # instructions a calibration fitted on first use takes (192 replies; a shipped one takes all)
 
 
-def calibration_instructions(limit: int | None = None) -> list[str]:
-    """The instructions calibrations are fitted on: the refusal data's harmless *training* requests (no validation
-    or test prompt, so a judge never saw what it scores); ``limit`` takes that many, evenly spread over them."""
-    from flowsteer.refusal.prompts import instructions
-
-    pool = instructions("harmless", "train")
-    if limit is None or limit >= len(pool):
-        return pool
-    return [pool[i * len(pool) // limit] for i in range(limit)]
+def evenly_spread(items: Sequence[str], limit: int) -> list[str]:
+    """``limit`` of ``items``, evenly spaced over them (all when there are no more than ``limit``)."""
+    if limit >= len(items):
+        return list(items)
+    return [items[i * len(items) // limit] for i in range(limit)]
 
 
-def default_calibration(reference_model: HookedTransformer) -> JudgeCalibration:
-    """The calibration for ``reference_model``: shipped (``data/judge/<model>.json``, fitted on every calibration
-    instruction), cached, or fitted on the model's own replies to `QUICK_CALIBRATION` of them and cached (once; a
-    minute or two on a CPU for a small model)."""
+def default_calibration(
+    reference_model: HookedTransformer, instructions: Sequence[str] | None = None
+) -> JudgeCalibration:
+    """The calibration for ``reference_model``: shipped (``data/judge/<model>.json``), cached, or fitted on the
+    model's own replies to `QUICK_CALIBRATION` of ``instructions`` (harmless requests disjoint from whatever the
+    judge will score, e.g. `flowsteer.refusal.prompts.calibration_instructions()`) and cached (once; a minute or
+    two on a CPU for a small model)."""
     name = str(reference_model.cfg.model_name).replace("/", "--")
     shipped = data_dir() / SHIPPED / f"{name}.json"
     if shipped.is_file():
@@ -185,9 +185,13 @@ def default_calibration(reference_model: HookedTransformer) -> JudgeCalibration:
     cached = cache_dir("judge") / f"{name}.json"
     if cached.is_file():
         return JudgeCalibration.load(cached)
+    if not instructions:
+        raise ValueError(f"no reply-judge calibration ships or is cached for {name}: pass harmless instructions to "
+                         "fit one, e.g. default_calibration(model, flowsteer.refusal.prompts."
+                         "calibration_instructions())")
     log.warning("calibrating the reply judge on %s's own replies (once; cached in %s)", name, cached)
-    instructions = calibration_instructions(QUICK_CALIBRATION)
-    calibration = JudgeCalibration.fit(reference_model, *calibration_replies(reference_model, instructions))
+    pool = evenly_spread(list(dict.fromkeys(instructions)), QUICK_CALIBRATION)
+    calibration = JudgeCalibration.fit(reference_model, *calibration_replies(reference_model, pool))
     calibration.save(cached)
     return calibration
 

@@ -172,3 +172,9 @@ def data_sha256() -> str:
         digest.update(name.encode())
         digest.update((data_dir() / name).read_bytes())
     return digest.hexdigest()
+
+
+def calibration_instructions() -> list[str]:
+    """The instructions reply-judge calibrations are fitted on: the harmless *training* requests (no validation or
+    test prompt, so a judge never saw what it scores)."""
+    return instructions("harmless", "train")

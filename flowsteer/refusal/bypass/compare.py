@@ -231,10 +231,11 @@ def quick_refusal_comparison(
     from flowsteer.evals.judge import default_calibration
     from flowsteer.refusal.bypass.data import bypass_prompts
     from flowsteer.refusal.bypass.linear import linear_direction
+    from flowsteer.refusal.prompts import calibration_instructions
 
     prompts = bypass_prompts(model, n_train=n_train, n_val=n_val, n_test=n_test)
     direction = linear_direction(model, prompts, [layer])
     settings = BypassSettings(actadd_strength=(1.0,), magnitude_weight=(1.0,), innsteer_alpha=(1.0,), steps=steps)
-    judge = BypassJudge(reference, default_calibration(reference))
+    judge = BypassJudge(reference, default_calibration(reference, calibration_instructions()))
     return compare_bypass(model, prompts, direction, judge, methods=("actadd", "nonlinear"), settings=settings,
                           max_new_tokens=max_new_tokens, n_paragraphs=5, seed=seed, progress=progress)
