@@ -139,7 +139,7 @@ def markdown(report: dict) -> str:
         "# Theme steering under the comparison protocol",
         "",
         f"Model {report['model']}; SAEs: {len(report['bank']['sites'])} TopK SAEs at "
-        ", ".join(report["bank"]["sites"]) + (f" ({report['bank']['path']})" if report["bank"]["tokens"] is None else
+        + ", ".join(report["bank"]["sites"]) + (f" ({report['bank']['path']})" if report["bank"]["tokens"] is None else
         f" (the demo's default bank's sites, width and k, trained on {report['bank']['tokens']:,} tokens x "
         f"{report['bank']['passes']} passes per site)") + ". "
         f"Budget: {report['budget']} settings per contender, chosen on {report['splits']['val_prompts']} val prompts "
