@@ -183,7 +183,7 @@ def test_steer_command_on_a_feature_and_a_graph(tmp_path, capsys, bank):
     small_graph().save(tmp_path / "graph.json")
     common = ["--saes", str(tmp_path / "bank"), "--model", TINY_MODEL, "--device", "cpu", "--max-new-tokens", "6"]
     # 400 x the threshold 0.05: a shift of norm 20, enough to change the tiny model's text (8 did not)
-    feature = ["steer", "--feature", "1/res/3", "--strength", "400", "--prompt", "I think", *common]
+    feature = ["steer", "--feature", "1/res/3", "--strength", "400", "--prompt", "I think", "--raw", *common]
     assert main(feature) == 0
     alone = capsys.readouterr().out
     assert main([*feature, "--compare"]) == 0
