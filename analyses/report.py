@@ -299,21 +299,14 @@ def innsteer(results: Results) -> Finding:
 
 
 def steering(experiment: str) -> Callable[[Results], Finding]:
-    score = "activation_score" if experiment == "activation" else "deactivation_score"
-
     def measure(results: Results) -> Finding:
-        data = results("steering/summary")
-        if data is None:
-            return missing("steering_figures.py")
-        parts, wins = [], 0
-        for theme, entry in data.items():
-            best = entry[experiment]["best_score"]
-            wins += bool(entry[experiment]["graph_beats_initial_on_score"])
-            parts.append(f"{theme} graph {best['graph'][score]:.2f} vs initial {best['initial'][score]:.2f}")
-        carried = "yes" if wins == len(data) else ("partly" if wins else "no")
-        return Finding("; ".join(parts), carried,
-                       "best score per method, 20 samples per setting, top-p 0.7, T 1.27, 24 new tokens; "
-                       "`steering/summary.json`")
+        if results("steering_protocol") is None:
+            return Finding("withdrawn: the earlier run chose graph steering's best of 24-30 settings and initial "
+                           "steering's best of 3-6 on the samples it then reported, without baselines",
+                           "not measured", "run `python analyses/steering_protocol.py` (the comparison protocol: "
+                           "equal budgets, validation selection, baselines, intervals)")
+        return Finding(f"theme {experiment}: see `steering_protocol.md` (rows with intervals and baselines)",
+                       "see table", "`steering_protocol.json`")
 
     return measure
 
