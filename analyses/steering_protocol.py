@@ -122,7 +122,7 @@ def main() -> None:
         scorer = SteeringScorer(model, classifier)
         seeds = (100 * i + 1, 100 * i + 2)
         report["themes"][theme] = compare_theme(model, bank, splits, steering, scorer, units=units, settings=settings,
-                                                seeds=seeds, log=log)
+                                                seeds=seeds)
         report["seconds"] = time.perf_counter() - start
         write_json(Path(args.out + ".json"), report)
         log(f"{theme} done\n" + markdown_table(report["themes"][theme]))

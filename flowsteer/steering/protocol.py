@@ -162,7 +162,7 @@ def compare_theme(
     settings: SteeringSettings | None = None,
     contenders: Sequence[str] = CONTENDERS,
     seeds: tuple[int, int] = (1, 2),
-    log: Callable[[str], None] | None = None,
+    progress: bool = True,
 ) -> dict:
     """Every contender for ``steering.theme`` under the protocol (select on val by B×C, report once on test), the
     unsteered model as the baseline row; the scorer's coherence reference is calibrated on unsteered val samples.
@@ -208,7 +208,7 @@ def compare_theme(
                       settings.grid(name)) for name in contenders]
     protocol = Protocol(budget=settings.budget, select="activation_score", seeds=seeds)
     baseline = lambda setting, split, seed: generate_and_score("baseline", setting, split, seed)  # noqa: E731
-    comparison = compare(protocol, baseline, methods, log=log)
+    comparison = compare(protocol, baseline, methods, progress=progress)
     return {
         "theme": theme,
         "seed_feature": str(steering.seed),
