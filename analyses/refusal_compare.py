@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from flowsteer.evals import last_position_logits, next_token_kl, rate
 from flowsteer.evals.intervals import mean
@@ -49,7 +50,7 @@ from flowsteer.refusal.logodds import refusal_log_odds, refusal_token_ids
 from flowsteer.refusal.organism.cache import organism_dir, read_manifest
 from flowsteer.refusal.prompts import calibration_instructions
 from flowsteer.steering.contrast import diff_in_means
-from flowsteer.steering.vector_files import save_vector
+from flowsteer.steering.vector_files import load_vector, save_vector
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -66,14 +67,27 @@ def write_markdown(path: Path, title: str, body: str) -> None:
         Path(tmp).write_text(f"# {title}\n\n{body}\n")
 
 
+def reused_direction(path: Path, model) -> LinearDirection:
+    """The direction an earlier ``--part compare`` selected and saved (its layer, position and rule in the file)."""
+    with safe_open(path, "pt") as handle:
+        meta = handle.metadata() or {}
+    if "layer" not in meta or "position" not in meta:
+        raise ValueError(f"{path} has no layer/position metadata: it was not written by --part compare")
+    selection = {"rule": meta.get("rule", "selected by an earlier run"), "reused_from": str(path)}
+    return LinearDirection(load_vector(path, model.cfg.d_model), int(meta["layer"]), int(meta["position"]), selection)
+
+
 def compare_part(model, reference, prompts, args) -> None:
     start = time.perf_counter()
-    layers = list(range(int(0.8 * model.cfg.n_layers)))
-    direction = linear_direction(model, prompts, layers)
+    if args.reuse_direction:
+        direction = reused_direction(args.reuse_direction, model)
+    else:
+        layers = list(range(int(0.8 * model.cfg.n_layers)))
+        direction = linear_direction(model, prompts, layers)
+        save_vector(RESULTS / "refusal_direction.safetensors", direction.direction, layer=str(direction.layer),
+                    position=str(direction.position), rule=direction.selection["rule"])
     print(f"direction: layer {direction.layer}, position {direction.position}, {direction.selection['rule']} "
           f"({time.perf_counter() - start:.0f} s)", flush=True)
-    save_vector(RESULTS / "refusal_direction.safetensors", direction.direction, layer=str(direction.layer),
-                position=str(direction.position))
     settings = BypassSettings(steps=args.steps, flow_steps=args.flow_steps)
     judge = BypassJudge(reference, default_calibration(reference, calibration_instructions()))
     result = compare_bypass(model, prompts, direction, judge, settings=settings, max_new_tokens=args.max_new_tokens,
@@ -174,6 +188,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--paragraphs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse-direction", type=Path, default=None, metavar="SAFETENSORS",
+                        help="skip Arditi's selection: the direction an earlier --part compare saved")
     args = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(args.seed)
