@@ -71,6 +71,14 @@ class Protocol:
             raise ValueError("selection and report runs need different seeds (fresh samples on test)")
 
 
+def equal_budget(grids: Sequence[Sequence], what: str = "method") -> int:
+    """The number of settings every grid holds (the protocol's budget); ValueError when they differ."""
+    sizes = {len(grid) for grid in grids}
+    if len(sizes) != 1:
+        raise ValueError(f"every {what} needs the same number of settings, got {sorted(sizes)}")
+    return sizes.pop()
+
+
 def estimate(values: Sequence[float] | Sequence[bool]) -> Estimate:
     """A rate (Wilson) for booleans, a mean (bootstrap) otherwise."""
     values = list(values)

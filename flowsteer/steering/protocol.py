@@ -28,7 +28,7 @@ from transformer_lens import HookedTransformer
 
 from flowsteer.evals.classifier import ThemeClassifier
 from flowsteer.evals.intervals import Estimate
-from flowsteer.evals.protocol import Comparison, Method, Protocol, compare
+from flowsteer.evals.protocol import Comparison, Method, Protocol, compare, equal_budget
 from flowsteer.flow.build import build_flow_graph
 from flowsteer.flow.graph import FlowGraph
 from flowsteer.patching import Patch, generate_with_patches
@@ -73,10 +73,7 @@ class SteeringSettings:
     @property
     def budget(self) -> int:
         """Settings per contender (the same for every one, else ValueError)."""
-        sizes = {len(self.feature_strengths), len(self.graph_strengths), len(self.prompt_templates)}
-        if len(sizes) != 1:
-            raise ValueError(f"every contender needs the same number of settings, got {sorted(sizes)}")
-        return sizes.pop()
+        return equal_budget((self.feature_strengths, self.graph_strengths, self.prompt_templates), "contender")
 
     def grid(self, contender: str) -> list[dict]:
         if contender == "prompt":

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from transformer_lens import HookedTransformer
 
 from flowsteer.evals.intervals import ratio_of_means
-from flowsteer.evals.protocol import Method, Protocol, compare
+from flowsteer.evals.protocol import Method, Protocol, compare, equal_budget
 from flowsteer.models.chat import chat_prompts
 from flowsteer.refusal.bypass.data import BypassPrompts
 from flowsteer.refusal.bypass.evaluate import BypassJudge, delta_zero_check, outcomes
@@ -50,10 +50,7 @@ class BypassSettings:
     @property
     def budget(self) -> int:
         """Settings per method with a free parameter (the same for every one of them)."""
-        sizes = {len(self.actadd_strength), len(self.magnitude_weight), len(self.innsteer_alpha)}
-        if len(sizes) != 1:
-            raise ValueError(f"every method needs the same number of settings, got {sorted(sizes)}")
-        return sizes.pop()
+        return equal_budget((self.actadd_strength, self.magnitude_weight, self.innsteer_alpha))
 
 
 def fit_method(
